@@ -1,0 +1,350 @@
+"""Backup files: a gzip CSV written batch by batch, and its manifest.
+
+Each batch of rows is one complete gzip member, fsynced before the batch's DELETE
+commits. Concatenated members are one valid gzip stream (``zcat``, ``gzip.open``), so
+a file cut back to the end of the last committed batch is always a valid backup:
+that is what crash recovery does with the byte offset the database recorded in the
+same transaction as the DELETE.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .errors import BackupMismatch
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+DATA_SUFFIX = ".csv.gz"
+MANIFEST_SUFFIX = ".manifest.json"
+PARTIAL_SUFFIX = ".partial"
+_BUFFER = 1 << 20  # compress in 1 MiB pieces: few zlib calls, flat memory
+_QUOTED = re.compile(rb'"[^"]*"')
+
+
+def manifest_path_for(data_path: str | os.PathLike[str]) -> Path:
+    p = Path(data_path)
+    name = p.name
+    if name.endswith(PARTIAL_SUFFIX):
+        name = name[: -len(PARTIAL_SUFFIX)]
+    if not name.endswith(DATA_SUFFIX):
+        raise ValueError(f"not a backup data file name: {p.name}")
+    return p.with_name(name[: -len(DATA_SUFFIX)] + MANIFEST_SUFFIX)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a rename or create in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class MemberWriter:
+    """Appends gzip members to a new file; never opens an existing one.
+
+    ``begin()`` … ``write()`` … ``commit_member()`` makes one durable member and
+    returns the file length; ``rollback_member()`` cuts the file back to where the
+    member began (used when the batch's transaction does not commit).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], level: int, *, create: bool = True) -> None:
+        self.path = Path(path)
+        flags = os.O_WRONLY | (os.O_CREAT | os.O_EXCL if create else 0)
+        self._fd = os.open(self.path, flags, 0o640)
+        if create:
+            fsync_dir(self.path.parent)
+        self.level = level
+        self.size = os.lseek(self._fd, 0, os.SEEK_END)
+        self.sha = hashlib.sha256()
+        self._z: Any = None
+        self._buf: list[bytes] = []
+        self._buflen = 0
+        self._mark: tuple[int, Any] | None = None
+        self.raw_bytes = 0
+
+    def begin(self) -> None:
+        self._mark = (self.size, self.sha.copy())
+        self._z = zlib.compressobj(self.level, zlib.DEFLATED, 31)
+
+    def write(self, data: bytes | str) -> int:
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        self._buf.append(data)
+        self._buflen += len(data)
+        if self._buflen >= _BUFFER:
+            self._compress()
+        return len(data)
+
+    def _compress(self) -> None:
+        chunk = b"".join(self._buf)
+        self._buf.clear()
+        self.raw_bytes += len(chunk)
+        self._buflen = 0
+        self._out(self._z.compress(chunk))
+
+    def _out(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self.sha.update(data)
+        self.size += len(data)
+
+    def commit_member(self) -> int:
+        """Finish the member and fsync; returns the durable file length."""
+        self._compress()
+        self._out(self._z.flush())
+        self._z = None
+        os.fsync(self._fd)
+        self._mark = None
+        return self.size
+
+    def rollback_member(self) -> None:
+        """Forget the current member: truncate back to where it began."""
+        if self._mark is None:
+            return
+        self.size, self.sha = self._mark
+        os.ftruncate(self._fd, self.size)
+        os.lseek(self._fd, self.size, os.SEEK_SET)
+        os.fsync(self._fd)
+        self._buf.clear()
+        self._buflen = 0
+        self._z = None
+        self._mark = None
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+@dataclass(frozen=True)
+class Scan:
+    sha256: str
+    rows: int
+    size_bytes: int
+    complete: bool  # the gzip stream ended cleanly
+    problem: str | None = None
+
+
+def iter_decompressed(path: str | os.PathLike[str], *, chunk: int = _BUFFER) -> Iterator[bytes]:
+    """Stream the decompressed bytes of a multi-member gzip file.
+
+    Raises ValueError when the file is not gzip or is cut short.
+    """
+    d = zlib.decompressobj(31)
+    in_member = False
+    with open(path, "rb") as f:
+        while raw := f.read(chunk):
+            data, out = raw, []
+            while data:
+                in_member = True
+                try:
+                    out.append(d.decompress(data))
+                except zlib.error as exc:
+                    raise ValueError(f"not a valid gzip file ({exc})") from None
+                if d.eof:
+                    data = d.unused_data
+                    d = zlib.decompressobj(31)
+                    in_member = False
+                else:
+                    data = b""
+            piece = b"".join(out)
+            if piece:
+                yield piece
+    if in_member:
+        raise ValueError("the gzip stream is cut short (truncated file)")
+
+
+def scan_file(path: str | os.PathLike[str]) -> Scan:
+    """sha256 of the bytes, and CSV records after the header, in one streaming pass.
+
+    Records are counted as newlines outside double quotes, so messages with line
+    breaks count once. Never raises for a corrupt file: ``complete`` is False instead.
+    """
+    sha = hashlib.sha256()
+    records = 0
+    carry = b""
+    size = 0
+    problem = None
+    d = zlib.decompressobj(31)
+    in_member = False
+    try:
+        with open(path, "rb") as f:
+            while raw := f.read(_BUFFER):
+                sha.update(raw)
+                size += len(raw)
+                data = raw
+                pieces = []
+                while data:
+                    in_member = True
+                    pieces.append(d.decompress(data))
+                    if d.eof:
+                        data = d.unused_data
+                        d = zlib.decompressobj(31)
+                        in_member = False
+                    else:
+                        data = b""
+                text = carry + b"".join(pieces)
+                if text.count(b'"') % 2:
+                    cut = text.rfind(b'"')
+                    head, carry = text[:cut], text[cut:]
+                else:
+                    head, carry = text, b""
+                records += _QUOTED.sub(b"", head).count(b"\n")
+    except zlib.error as exc:
+        problem = f"not a valid gzip file ({exc})"
+    except OSError as exc:
+        problem = f"cannot read ({exc.strerror})"
+    if problem is None and in_member:
+        problem = "the gzip stream is cut short (truncated file)"
+    if problem is None and carry:
+        problem = "the CSV ends inside a quoted field"
+    rows = max(records - 1, 0)  # minus the header line
+    return Scan(sha.hexdigest(), rows, size, problem is None, problem)
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any], *, overwrite: bool = False) -> None:
+    """Write JSON durably: temp file, fsync, rename (or link, to never overwrite)."""
+    tmp = path.with_name(path.name + ".tmp")
+    data = (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if overwrite:
+        os.replace(tmp, path)
+    else:
+        os.link(tmp, path)  # FileExistsError rather than overwrite
+        os.unlink(tmp)
+    fsync_dir(path.parent)
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if not isinstance(data, dict):
+        raise ValueError("manifest is not a JSON object")
+    return data
+
+
+def check_against_manifest(path: Path, manifest: dict[str, Any], scan: Scan) -> None:
+    """Raise BackupMismatch unless the scan matches the manifest's sha256 and rows."""
+    if not scan.complete:
+        raise BackupMismatch(str(path), "the file", "complete", scan.problem)
+    if scan.sha256 != manifest.get("sha256"):
+        raise BackupMismatch(str(path), "sha256", manifest.get("sha256"), scan.sha256)
+    if scan.rows != manifest.get("rows"):
+        raise BackupMismatch(str(path), "row count", manifest.get("rows"), scan.rows)
+
+
+# ---------------------------------------------------------------------------
+# CSV encoding of rows read through a Python cursor (SQLite)
+
+
+def csv_text(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"'
+
+
+def make_row_encoder(converters: list[Callable[[Any], Any] | None]) -> Callable[[tuple], str]:
+    """A function turning a DB row into one CSV line in PostgreSQL's COPY convention.
+
+    NULL is an empty unquoted field; every string is quoted, so '' is ``""``.
+    """
+
+    def field(value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, str):
+            return '"' + value.replace('"', '""') + '"'
+        if isinstance(value, float):
+            return repr(value)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return "\\x" + bytes(value).hex()
+        return str(value)
+
+    if not any(converters):
+        def encode(row: tuple) -> str:
+            return ",".join([field(v) for v in row]) + "\n"
+    else:
+        def encode(row: tuple) -> str:
+            return ",".join(
+                [field(c(v) if c is not None else v) for v, c in zip(row, converters, strict=True)]
+            ) + "\n"
+    return encode
+
+
+def header_line(columns: list[str]) -> str:
+    return ",".join(c if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", c) else csv_text(c) for c in columns) + "\n"
+
+
+_FIELD = re.compile(r'"((?:[^"]|"")*)"|([^,]*)')
+
+
+def parse_record(line: str) -> list[str | None]:
+    """One CSV record to values: unquoted empty is None (NULL), quoted is a string."""
+    out: list[str | None] = []
+    pos, n = 0, len(line)
+    while True:
+        m = _FIELD.match(line, pos)
+        if m is None:  # pragma: no cover - the pattern always matches
+            raise ValueError("bad CSV")
+        quoted, bare = m.group(1), m.group(2)
+        if quoted is not None:
+            out.append(quoted.replace('""', '"'))
+        else:
+            out.append(bare if bare != "" else None)
+        pos = m.end()
+        if pos >= n:
+            break
+        if line[pos] != ",":
+            raise ValueError(f"unexpected character after field at {pos}")
+        pos += 1
+        if pos == n:
+            out.append(None)
+            break
+    return out
+
+
+def iter_records(path: str | os.PathLike[str]) -> Iterator[list[str | None]]:
+    """Stream the CSV records of a backup (header first), NULL as None. Flat memory.
+
+    Raises ValueError for a corrupt, truncated or non-UTF-8 file.
+    """
+    pending = ""
+    decoder = _utf8_decoder()
+    for chunk in iter_decompressed(path):
+        try:
+            text = pending + decoder.decode(chunk)
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not UTF-8 ({exc.reason})") from None
+        rec_start = pos = quotes = 0
+        # A record ends at a newline preceded by an even number of quotes.
+        while (nl := text.find("\n", pos)) >= 0:
+            quotes += text.count('"', pos, nl)
+            pos = nl + 1
+            if quotes % 2 == 0:
+                yield parse_record(text[rec_start:nl])
+                rec_start, quotes = pos, 0
+        pending = text[rec_start:]
+    if pending:
+        raise ValueError("the CSV ends inside a record")
+
+
+def _utf8_decoder() -> Any:
+    import codecs
+
+    return codecs.getincrementaldecoder("utf-8")("strict")

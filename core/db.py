@@ -1,0 +1,264 @@
+"""Engine, table introspection, identifier quoting and the cross-process cleanup lock.
+
+Identifiers reach SQL only after :func:`config.check_identifier` accepted them and
+the dialect's preparer quoted them; values are always bound parameters (or, for
+PostgreSQL ``COPY``, literals quoted by psycopg2 itself).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import NoSuchTableError, OperationalError, SQLAlchemyError
+from sqlalchemy.sql import sqltypes
+
+from .config import Settings, mask_url
+from .errors import BadSetting, DatabaseUnavailable, LockHeld
+
+log = logging.getLogger(__name__)
+
+_ENGINES: dict[str, Engine] = {}
+
+TIMESTAMP_TYPES = ("TIMESTAMP", "DATETIME", "DATE")
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    type: str
+    nullable: bool
+    naive_timestamp: bool = False  # PostgreSQL timestamp without time zone
+    is_blob: bool = False
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """What the core needs to know about the log table, read from the database."""
+
+    dialect: str  # "postgresql" | "sqlite"
+    schema: str | None
+    name: str
+    columns: tuple[ColumnInfo, ...]
+    primary_key: str
+    timestamp_column: str
+    ts_has_timezone: bool
+    ts_indexed: bool
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column_index(self, name: str) -> int:
+        return self.column_names.index(name)
+
+
+def get_engine(settings: Settings) -> Engine:
+    """A process-wide engine for the settings' URL (created once; no I/O here)."""
+    url = settings.database_url
+    engine = _ENGINES.get(url)
+    if engine is None:
+        backend = make_url(url).get_backend_name()
+        if backend == "sqlite":
+            # busy timeout: writers of the chat service and our batches take turns.
+            engine = create_engine(url, connect_args={"timeout": 30})
+        else:
+            engine = create_engine(
+                url, pool_pre_ping=True, connect_args={"connect_timeout": 10}
+            )
+        _ENGINES[url] = engine
+    return engine
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (tests, shutdown)."""
+    for engine in _ENGINES.values():
+        engine.dispose()
+    _ENGINES.clear()
+
+
+def check_connection(settings: Settings) -> Engine:
+    """Connect once; raises DatabaseUnavailable with a one-line reason."""
+    engine = get_engine(settings)
+    if engine.dialect.name == "sqlite":
+        path = make_url(settings.database_url).database or ""
+        parent = Path(path).resolve().parent
+        if not parent.is_dir():
+            raise DatabaseUnavailable(mask_url(settings.database_url), f"folder {parent} does not exist")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except (OperationalError, SQLAlchemyError) as exc:
+        why = str(getattr(exc, "orig", exc)).strip().splitlines()
+        raise DatabaseUnavailable(mask_url(settings.database_url), why[0] if why else "unknown") from None
+    return engine
+
+
+def quote(engine: Engine, name: str) -> str:
+    """Quote one identifier for this dialect."""
+    return engine.dialect.identifier_preparer.quote_identifier(name)
+
+
+def qualified(engine: Engine, schema: str | None, name: str) -> str:
+    """Quoted ``schema.table`` or ``table``."""
+    return f"{quote(engine, schema)}.{quote(engine, name)}" if schema else quote(engine, name)
+
+
+def describe_table(settings: Settings, engine: Engine | None = None) -> TableInfo:
+    """Read the log table's columns, primary key and timestamp index.
+
+    Raises BadSetting when the table or column is missing, when the table has no
+    single-column primary key (rows could not be deleted exactly by key), or when
+    the timestamp column is not a timestamp. Reads only the catalog.
+    """
+    engine = engine or check_connection(settings)
+    schema, name = settings.table_parts
+    insp = inspect(engine)
+    try:
+        cols = insp.get_columns(name, schema=schema)
+    except NoSuchTableError:
+        raise BadSetting("LOG_TABLE", settings.table, "no such table in the database") from None
+    if not cols:
+        raise BadSetting("LOG_TABLE", settings.table, "no such table in the database")
+    columns = tuple(
+        ColumnInfo(
+            c["name"],
+            str(c["type"]),
+            bool(c.get("nullable", True)),
+            naive_timestamp=isinstance(c["type"], sqltypes.DateTime) and not c["type"].timezone,
+            is_blob=isinstance(c["type"], sqltypes.LargeBinary) or str(c["type"]).upper() == "BLOB",
+        )
+        for c in cols
+    )
+    names = [c.name for c in columns]
+    ts = settings.timestamp_column
+    if ts not in names:
+        raise BadSetting("LOG_TIMESTAMP_COLUMN", ts, f"no such column in {settings.table}")
+    ts_type = next(c["type"] for c in cols if c["name"] == ts)
+    if not any(t in str(ts_type).upper() for t in TIMESTAMP_TYPES) and engine.dialect.name != "sqlite":
+        raise BadSetting("LOG_TIMESTAMP_COLUMN", ts, f"is {ts_type}, not a timestamp")
+    pk = insp.get_pk_constraint(name, schema=schema).get("constrained_columns") or []
+    if len(pk) != 1:
+        raise BadSetting(
+            "LOG_TABLE",
+            settings.table,
+            "needs a single-column primary key: rows are deleted exactly by key, "
+            f"and this table has {len(pk) or 'no'} key columns",
+        )
+    indexed = any(
+        (ix.get("column_names") or [None])[0] == ts for ix in insp.get_indexes(name, schema=schema)
+    )
+    if pk[0] == ts:
+        indexed = True
+    return TableInfo(
+        dialect=engine.dialect.name,
+        schema=schema,
+        name=name,
+        columns=columns,
+        primary_key=pk[0],
+        timestamp_column=ts,
+        ts_has_timezone=bool(getattr(ts_type, "timezone", False)),
+        ts_indexed=indexed,
+    )
+
+
+def index_warning(info: TableInfo) -> str | None:
+    """A one-line warning when the timestamp column has no index, else None."""
+    if info.ts_indexed:
+        return None
+    return (
+        f"{info.display_name}.{info.timestamp_column} has no index: previews, stats and "
+        f"cleanups scan the whole table (CREATE INDEX ON {info.display_name} ({info.timestamp_column}))"
+    )
+
+
+# ---------------------------------------------------------------------------
+# The cleanup lock
+
+
+def lock_key(settings: Settings) -> int:
+    """A stable signed 64-bit key for ``pg_advisory_lock``, per database and table."""
+    url = make_url(settings.database_url)
+    ident = f"log-retention:{url.host}:{url.port}:{url.database}:{settings.table}"
+    return int.from_bytes(hashlib.sha256(ident.encode()).digest()[:8], "big", signed=True)
+
+
+def sqlite_lock_path(settings: Settings) -> Path:
+    """The lock file beside the SQLite database, one per table."""
+    db = Path(make_url(settings.database_url).database or "").resolve()
+    return db.with_name(f"{db.name}.{settings.table}.cleanup-lock")
+
+
+class SqliteFileLock:
+    """An exclusive ``flock`` on a file beside the database.
+
+    The kernel drops it when the process dies, so a kill -9 never leaves a stale
+    lock; two opens in one process also exclude each other (dashboard + trigger).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.path = sqlite_lock_path(settings)
+        self.table = settings.table
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise LockHeld(self.table) from None
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def pg_try_lock(raw_conn: Any, key: int) -> bool:
+    """Take the session-level advisory lock on this psycopg2 connection, if free."""
+    with raw_conn.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+        got = bool(cur.fetchone()[0])
+    raw_conn.commit()
+    return got
+
+
+def cleanup_running(settings: Settings) -> bool:
+    """True when some process holds this table's cleanup lock right now. Changes nothing."""
+    engine = get_engine(settings)
+    if engine.dialect.name == "sqlite":
+        lock = SqliteFileLock(settings)
+        try:
+            lock.acquire()
+        except LockHeld:
+            return True
+        lock.release()
+        return False
+    raw = engine.raw_connection()
+    try:
+        dbapi = raw.driver_connection
+        if pg_try_lock(dbapi, lock_key(settings)):
+            with dbapi.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(%s)", (lock_key(settings),))
+            dbapi.commit()
+            return False
+        return True
+    finally:
+        raw.close()

@@ -1,0 +1,148 @@
+"""Result types shared by every front end: frozen dataclasses with aware UTC datetimes."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, Callable
+
+# progress(rows_done, rows_total): called by long operations after each batch.
+Progress = Callable[[int, int], None]
+
+
+def utcnow() -> datetime:
+    """Now, as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses, datetimes and paths to plain JSON values (ISO 8601 with offset)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a cleanup with ``cutoff`` would archive and delete, now."""
+
+    table: str
+    cutoff: datetime
+    rows_to_delete: int
+    total_rows: int
+    oldest: datetime | None
+    newest: datetime | None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DayCount:
+    day: date
+    rows: int
+
+
+@dataclass(frozen=True)
+class BucketCount:
+    label: str
+    min_days: int
+    max_days: int | None
+    rows: int
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Row counts by age, from SQL aggregates."""
+
+    table: str
+    total_rows: int
+    oldest: datetime | None
+    newest: datetime | None
+    buckets: tuple[BucketCount, ...]
+    per_day: tuple[DayCount, ...]
+    table_bytes: int | None
+    computed_at: datetime
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of one cleanup run, as ``run --json`` prints it."""
+
+    run_id: str
+    status: str  # success | nothing_to_do | dry_run | failed | interrupted | running
+    table: str
+    cutoff: datetime
+    rows_archived: int
+    rows_deleted: int
+    backup_file: str | None
+    manifest_file: str | None
+    sha256: str | None
+    notification: str  # sent | skipped | failed | pending
+    duration_s: float
+    trigger: str
+    started_at: datetime
+    finished_at: datetime | None
+    error: str | None = None
+    notification_detail: str | None = None
+    backup_bytes: int | None = None
+    rows_matched: int = 0  # rows older than the cutoff when the run looked (a dry run's answer)
+    recovered_runs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    """One backup file and its manifest."""
+
+    file: str
+    manifest_file: str
+    table: str
+    rows: int
+    cutoff: datetime | None
+    created_at: datetime | None
+    size_bytes: int
+    sha256: str
+    run_id: str | None
+    min_timestamp: datetime | None = None
+    max_timestamp: datetime | None = None
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    file: str
+    rows: int
+    sha256: str
+    expected_rows: int
+    expected_sha256: str
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    file: str
+    table: str
+    rows_in_backup: int
+    rows_restored: int
+    rows_skipped: int
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class DemoDataResult:
+    table: str
+    rows_inserted: int
+    created_table: bool
+    oldest: datetime | None = None
+    newest: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)

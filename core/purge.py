@@ -1,0 +1,287 @@
+"""One batch = one transaction: copy a key range to the backup, fsync, delete it, journal it.
+
+The rows written and the rows deleted are the same rows by construction: the
+batch's key range and the cutoff predicate are evaluated in one snapshot
+(PostgreSQL REPEATABLE READ; SQLite BEGIN IMMEDIATE, which excludes writers), and
+the counts of the aggregate, the copy and the DELETE must agree or the batch is
+rolled back. A row inserted or updated after the snapshot is invisible to both the
+copy and the DELETE, so it stays in the table.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .archive import MemberWriter, header_line, make_row_encoder
+from .db import TableInfo
+from .errors import CleanupFailed
+from .history import db_time, journal_sql
+from .timefmt import SqliteTsFormat, as_utc, parse_db_timestamp, sqlite_cutoff, sqlite_to_csv
+
+log = logging.getLogger(__name__)
+
+RETRIES = 5
+
+
+@dataclass(frozen=True)
+class BatchDone:
+    rows: int
+    last_key: Any
+    min_ts: datetime | None
+    max_ts: datetime | None
+    committed_bytes: int
+
+
+class BatchConflict(Exception):
+    """The batch met a concurrent change; it was rolled back and can be retried."""
+
+
+@dataclass
+class Journal:
+    """What the history row records after each committed batch."""
+
+    run_id: str
+    rows: int = 0
+    batches: int = 0
+    min_ts: datetime | None = None
+    max_ts: datetime | None = None
+    last_key: Any = None
+
+    def add(self, b: BatchDone) -> None:
+        self.rows += b.rows
+        self.batches += 1
+        self.last_key = b.last_key
+        if b.min_ts is not None:
+            self.min_ts = b.min_ts if self.min_ts is None else min(self.min_ts, b.min_ts)
+        if b.max_ts is not None:
+            self.max_ts = b.max_ts if self.max_ts is None else max(self.max_ts, b.max_ts)
+
+    def params(self, dialect: str, committed_bytes: int, batch: BatchDone) -> dict[str, Any]:
+        lo = batch.min_ts if self.min_ts is None else min(x for x in (self.min_ts, batch.min_ts) if x)
+        hi = batch.max_ts if self.max_ts is None else max(x for x in (self.max_ts, batch.max_ts) if x)
+        return {
+            "committed_bytes": committed_bytes,
+            "rows": self.rows + batch.rows,
+            "batches": self.batches + 1,
+            "last_key": str(batch.last_key),
+            "min_ts": db_time(dialect, lo),
+            "max_ts": db_time(dialect, hi),
+            "run_id": self.run_id,
+        }
+
+
+class Batcher:
+    """Dialect-specific batch work; subclasses implement ``_batch``."""
+
+    def __init__(self, conn: Any, info: TableInfo, cutoff: datetime, batch_size: int, quote: Any) -> None:
+        self.conn, self.info, self.cutoff, self.batch_size, self.q = conn, info, cutoff, batch_size, quote
+        t = f"{quote(info.schema)}.{quote(info.name)}" if info.schema else quote(info.name)
+        self.table = t
+        self.pk = quote(info.primary_key)
+        self.ts = quote(info.timestamp_column)
+        self.journal_sql = journal_sql(info.dialect, info.schema, quote)
+
+    def run_batch(self, writer: MemberWriter, after: Any, journal: Journal) -> BatchDone | None:
+        """Archive and delete the next key range after ``after``; None when nothing is left.
+
+        Retries a batch that met a concurrent update. Raises CleanupFailed otherwise;
+        the file is cut back unless the COMMIT itself failed (its outcome is then
+        unknown, and recovery reads the journal to decide).
+        """
+        for attempt in range(1, RETRIES + 1):
+            try:
+                return self._batch(writer, after, journal)
+            except BatchConflict as exc:
+                log.warning("batch after key %s met a concurrent change (%s); retry %d", after, exc, attempt)
+                time.sleep(0.05 * attempt)
+        raise CleanupFailed(f"a batch met concurrent changes {RETRIES} times in a row; stopped safely")
+
+    def _batch(self, writer: MemberWriter, after: Any, journal: Journal) -> BatchDone | None:
+        raise NotImplementedError
+
+
+class PostgresBatcher(Batcher):
+    """COPY (key range) TO STDOUT into one gzip member, then DELETE the same key range."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from psycopg2 import errors as pg_errors  # imported here: SQLite installs need no psycopg2 import
+
+        self._retryable = (pg_errors.SerializationFailure, pg_errors.LockNotAvailable, pg_errors.DeadlockDetected)
+        self.conn.set_session(isolation_level="REPEATABLE READ", autocommit=False)
+        with self.conn.cursor() as cur:
+            cur.execute("SET TIME ZONE 'UTC'")
+            cur.execute("SET lock_timeout = '30s'")
+        self.conn.commit()
+        cols = []
+        for c in self.info.columns:
+            qc = self.q(c.name)
+            # Naive timestamps mean UTC: print them with +00 so the backup is explicit.
+            cols.append(f"({qc} AT TIME ZONE 'UTC') AS {qc}" if c.naive_timestamp else qc)
+        self.select_list = ", ".join(cols)
+        ts_col = next(c for c in self.info.columns if c.name == self.info.timestamp_column)
+        self.cutoff_param: Any = (
+            as_utc(self.cutoff).replace(tzinfo=None) if ts_col.naive_timestamp else as_utc(self.cutoff)
+        )
+
+    def _where(self, after: Any, hi: Any | None) -> tuple[str, list[Any]]:
+        cond, args = [f"{self.ts} < %s"], [self.cutoff_param]
+        if after is not None:
+            cond.append(f"{self.pk} > %s")
+            args.append(after)
+        if hi is not None:
+            cond.append(f"{self.pk} <= %s")
+            args.append(hi)
+        return " AND ".join(cond), args
+
+    def count(self) -> int:
+        where, args = self._where(None, None)
+        with self.conn.cursor() as cur:
+            cur.execute(f"SELECT count(*) FROM {self.table} WHERE {where}", args)
+            n = cur.fetchone()[0]
+        self.conn.rollback()
+        return int(n)
+
+    def _batch(self, writer: MemberWriter, after: Any, journal: Journal) -> BatchDone | None:
+        conn = self.conn
+        committing = False
+        try:
+            with conn.cursor() as cur:
+                where, args = self._where(after, None)
+                cur.execute(
+                    f"SELECT {self.pk} FROM {self.table} WHERE {where} ORDER BY {self.pk} "
+                    f"OFFSET %s LIMIT 1",
+                    [*args, self.batch_size - 1],
+                )
+                row = cur.fetchone()
+                if row is None:
+                    cur.execute(f"SELECT max({self.pk}) FROM {self.table} WHERE {where}", args)
+                    row = cur.fetchone()
+                hi = row[0] if row else None
+                if hi is None:
+                    conn.rollback()
+                    return None
+                where, args = self._where(after, hi)
+                cur.execute(f"SELECT count(*), min({self.ts}), max({self.ts}) FROM {self.table} WHERE {where}", args)
+                n, lo_ts, hi_ts = cur.fetchone()
+                writer.begin()
+                if writer.size == 0:
+                    writer.write(header_line(self.info.column_names))
+                copy_sql = cur.mogrify(
+                    f"COPY (SELECT {self.select_list} FROM {self.table} WHERE {where} "
+                    f"ORDER BY {self.pk}) TO STDOUT WITH (FORMAT csv)",
+                    args,
+                ).decode()
+                cur.copy_expert(copy_sql, writer)
+                copied = cur.rowcount
+                if copied != n:
+                    raise CleanupFailed(f"copied {copied} rows where the snapshot counted {n}; stopped safely")
+                size = writer.commit_member()  # durable before the DELETE can commit
+                cur.execute(f"DELETE FROM {self.table} WHERE {where}", args)
+                if cur.rowcount != n:
+                    raise CleanupFailed(f"DELETE matched {cur.rowcount} rows, backup holds {n}; rolled back")
+                done = BatchDone(n, hi, parse_db_timestamp(lo_ts), parse_db_timestamp(hi_ts), size)
+                cur.execute(self.journal_sql, journal.params("postgresql", size, done))
+                if cur.rowcount != 1:
+                    raise CleanupFailed("the run's history row is no longer 'running'; stopped safely")
+                committing = True
+                conn.commit()
+                return done
+        except self._retryable as exc:
+            self._undo(writer, committing)
+            raise BatchConflict(str(exc).splitlines()[0]) from None
+        except BaseException:
+            self._undo(writer, committing)
+            raise
+
+    def _undo(self, writer: MemberWriter, committing: bool) -> None:
+        if committing:
+            return  # outcome unknown: keep the bytes; recovery decides from the journal
+        try:
+            self.conn.rollback()
+        except Exception:  # the connection may be gone; the server rolls back itself
+            log.debug("rollback failed", exc_info=True)
+        writer.rollback_member()
+
+
+class SqliteBatcher(Batcher):
+    """BEGIN IMMEDIATE; read the key range through a cursor into one gzip member; DELETE it."""
+
+    def __init__(self, *args: Any, fmt: SqliteTsFormat, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fmt = fmt
+        self.cutoff_param = sqlite_cutoff(fmt, self.cutoff)
+        ts_i = self.info.column_index(self.info.timestamp_column)
+        converters: list[Any] = [None] * len(self.info.columns)
+        converters[ts_i] = lambda v: sqlite_to_csv(fmt, v) if isinstance(v, str) else v
+        self.encode = make_row_encoder(converters)
+        self.select_list = ", ".join(self.q(c) for c in self.info.column_names)
+
+    def _where(self, after: Any, hi: Any | None) -> tuple[str, list[Any]]:
+        cond, args = [f"{self.ts} < ?"], [self.cutoff_param]
+        if after is not None:
+            cond.append(f"{self.pk} > ?")
+            args.append(after)
+        if hi is not None:
+            cond.append(f"{self.pk} <= ?")
+            args.append(hi)
+        return " AND ".join(cond), args
+
+    def count(self) -> int:
+        where, args = self._where(None, None)
+        return int(self.conn.execute(f"SELECT count(*) FROM {self.table} WHERE {where}", args).fetchone()[0])
+
+    def _batch(self, writer: MemberWriter, after: Any, journal: Journal) -> BatchDone | None:
+        conn = self.conn
+        committing = False
+        conn.execute("BEGIN IMMEDIATE")  # takes the write lock: the snapshot cannot change under us
+        try:
+            where, args = self._where(after, None)
+            # "+pk" keeps SQLite walking the primary key instead of sorting the timestamp index.
+            row = conn.execute(
+                f"SELECT {self.pk} FROM {self.table} WHERE {where} ORDER BY +{self.pk} LIMIT 1 OFFSET ?",
+                [*args, self.batch_size - 1],
+            ).fetchone()
+            if row is None:
+                row = conn.execute(f"SELECT max({self.pk}) FROM {self.table} WHERE {where}", args).fetchone()
+            hi = row[0] if row else None
+            if hi is None:
+                conn.execute("ROLLBACK")
+                return None
+            where, args = self._where(after, hi)
+            n, lo_ts, hi_ts = conn.execute(
+                f"SELECT count(*), min({self.ts}), max({self.ts}) FROM {self.table} WHERE {where}", args
+            ).fetchone()
+            writer.begin()
+            if writer.size == 0:
+                writer.write(header_line(self.info.column_names))
+            cur = conn.execute(f"SELECT {self.select_list} FROM {self.table} WHERE {where} ORDER BY {self.pk}", args)
+            copied = 0
+            encode, write = self.encode, writer.write
+            while rows := cur.fetchmany(2000):
+                write("".join([encode(r) for r in rows]))
+                copied += len(rows)
+            if copied != n:
+                raise CleanupFailed(f"read {copied} rows where the snapshot counted {n}; stopped safely")
+            size = writer.commit_member()
+            deleted = conn.execute(f"DELETE FROM {self.table} WHERE {where}", args).rowcount
+            if deleted != n:
+                raise CleanupFailed(f"DELETE matched {deleted} rows, backup holds {n}; rolled back")
+            done = BatchDone(n, hi, parse_db_timestamp(lo_ts), parse_db_timestamp(hi_ts), size)
+            if conn.execute(self.journal_sql, journal.params("sqlite", size, done)).rowcount != 1:
+                raise CleanupFailed("the run's history row is no longer 'running'; stopped safely")
+            committing = True
+            conn.execute("COMMIT")
+            return done
+        except BaseException:
+            if not committing:
+                try:
+                    conn.execute("ROLLBACK")
+                except Exception:
+                    log.debug("rollback failed", exc_info=True)
+                writer.rollback_member()
+            raise

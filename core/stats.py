@@ -1,0 +1,162 @@
+"""Counts by age and cutoff previews, from SQL aggregates only (never loads the table)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
+
+from .config import Settings
+from .db import TableInfo, check_connection, describe_table, index_warning, quote
+from .models import BucketCount, DayCount, Preview, Stats, utcnow
+from .timefmt import as_utc, detect_sqlite_format, parse_db_timestamp, resolve_cutoff, sqlite_cutoff
+
+log = logging.getLogger(__name__)
+
+BUCKETS = ((0, 7, "< 7 days"), (7, 30, "7–30 days"), (30, 90, "30–90 days"), (90, None, "> 90 days"))
+
+
+class _Q:
+    """Quoted names and a timestamp-parameter maker for one table."""
+
+    def __init__(self, engine: Engine, conn: Connection, info: TableInfo, *, full_check: bool = False) -> None:
+        self.info = info
+        self.table = (f"{quote(engine, info.schema)}.{quote(engine, info.name)}" if info.schema
+                      else quote(engine, info.name))
+        self.ts = quote(engine, info.timestamp_column)
+        self.pk = quote(engine, info.primary_key)
+        self.fmt = None
+        if info.dialect == "sqlite":
+            self.fmt = detect_sqlite_format(conn.connection.driver_connection, self.table, self.ts, full=full_check)
+        ts_col = next(c for c in info.columns if c.name == info.timestamp_column)
+        self.naive = ts_col.naive_timestamp
+
+    def bound(self, value: datetime) -> Any:
+        """A timestamp as a bind value that compares correctly with the column."""
+        if self.fmt is not None:
+            return sqlite_cutoff(self.fmt, value)
+        return as_utc(value).replace(tzinfo=None) if self.naive else as_utc(value)
+
+
+def _context(settings: Settings, engine: Engine | None, info: TableInfo | None) -> tuple[Engine, TableInfo]:
+    engine = engine or check_connection(settings)
+    return engine, info or describe_table(settings, engine)
+
+
+def preview(
+    settings: Settings,
+    *,
+    cutoff: datetime | str | None = None,
+    retention_days: int | None = None,
+    engine: Engine | None = None,
+    info: TableInfo | None = None,
+) -> Preview:
+    """How many rows a cleanup would archive and delete now, and their time span. Read-only."""
+    the_cutoff = resolve_cutoff(retention_days=retention_days, cutoff=cutoff, default_days=settings.retention_days)
+    engine, info = _context(settings, engine, info)
+    with engine.connect() as conn:
+        q = _Q(engine, conn, info)
+        n, lo, hi = conn.execute(
+            text(f"SELECT count(*), min({q.ts}), max({q.ts}) FROM {q.table} WHERE {q.ts} < :c"), {"c": q.bound(the_cutoff)}
+        ).one()
+        total = conn.execute(text(f"SELECT count(*) FROM {q.table}")).scalar_one()
+    warnings = tuple(w for w in (index_warning(info),) if w)
+    return Preview(info.display_name, the_cutoff, int(n), int(total), parse_db_timestamp(lo),
+                   parse_db_timestamp(hi), warnings)
+
+
+def preview_sample(
+    settings: Settings, *, cutoff: datetime, limit: int = 10, max_chars: int = 120,
+    engine: Engine | None = None, info: TableInfo | None = None,
+) -> list[dict[str, Any]]:
+    """The oldest ``limit`` affected rows, long text shortened to ``max_chars``. Read-only."""
+    engine, info = _context(settings, engine, info)
+    limit = max(1, min(int(limit), 100))
+    with engine.connect() as conn:
+        q = _Q(engine, conn, info)
+        rows = conn.execute(
+            text(f"SELECT * FROM {q.table} WHERE {q.ts} < :c ORDER BY {q.ts} LIMIT :n"),
+            {"c": q.bound(cutoff), "n": limit},
+        ).mappings().all()
+    out = []
+    for r in rows:
+        item = {}
+        for k, v in r.items():
+            if isinstance(v, (dict, list)):
+                v = str(v)
+            if isinstance(v, str) and len(v) > max_chars:
+                v = v[: max_chars - 1] + "…"
+            item[k] = v
+        out.append(item)
+    return out
+
+
+def estimate_backup_bytes(
+    settings: Settings, *, rows: int, engine: Engine | None = None, info: TableInfo | None = None,
+    sample: int = 500,
+) -> int:
+    """Rough size of the compressed backup of ``rows`` rows, from a sample's text length. Read-only."""
+    if rows <= 0:
+        return 0
+    engine, info = _context(settings, engine, info)
+    with engine.connect() as conn:
+        q = _Q(engine, conn, info)
+        cols = [quote(engine, c) for c in info.column_names]
+        if info.dialect == "postgresql":
+            expr = " + ".join(f"coalesce(octet_length({c}::text), 0)" for c in cols)
+        else:
+            expr = " + ".join(f"coalesce(length(CAST({c} AS BLOB)), 0)" for c in cols)
+        avg = conn.execute(
+            text(f"SELECT avg(w) FROM (SELECT {expr} AS w FROM {q.table} ORDER BY {q.ts} LIMIT :n) s"),
+            {"n": sample},
+        ).scalar()
+    raw = (float(avg or 0) + 3 * len(cols)) * rows
+    ratio = 0.30 if settings.gzip_level <= 3 else 0.27  # measured on chat text (docs/benchmarks.md)
+    return int(raw * ratio)
+
+
+def stats(settings: Settings, *, now: datetime | None = None, engine: Engine | None = None,
+          info: TableInfo | None = None) -> Stats:
+    """Total, oldest, newest, counts per age bucket and per UTC day; table size on PostgreSQL. Read-only."""
+    engine, info = _context(settings, engine, info)
+    now = as_utc(now or utcnow())
+    with engine.connect() as conn:
+        q = _Q(engine, conn, info)
+        parts, params = [], {}
+        for i, (lo, _hi, _label) in enumerate(BUCKETS):
+            if lo:
+                params[f"b{i}"] = q.bound(now - timedelta(days=lo))
+        # one scan: each row counted in the bucket its age falls into
+        exprs = []
+        for i, (lo, hi, _label) in enumerate(BUCKETS):
+            cond = []
+            if lo:
+                cond.append(f"{q.ts} < :b{i}")
+            if hi is not None:
+                cond.append(f"{q.ts} >= :b{BUCKETS.index(next(b for b in BUCKETS if b[0] == hi))}")
+            exprs.append(f"count(*) FILTER (WHERE {' AND '.join(cond) or 'true'})" if info.dialect == "postgresql"
+                         else f"sum(CASE WHEN {' AND '.join(cond) or '1'} THEN 1 ELSE 0 END)")
+        parts = exprs
+        row = conn.execute(
+            text(f"SELECT count(*), min({q.ts}), max({q.ts}), {', '.join(parts)} FROM {q.table}"), params
+        ).one()
+        total, lo_ts, hi_ts, *counts = row
+        if info.dialect == "postgresql":
+            day = f"({q.ts} AT TIME ZONE 'UTC')::date" if not q.naive else f"({q.ts})::date"
+        else:
+            day = f"substr({q.ts}, 1, 10)"
+        per_day = conn.execute(
+            text(f"SELECT {day} AS d, count(*) FROM {q.table} WHERE {q.ts} IS NOT NULL GROUP BY 1 ORDER BY 1")
+        ).all()
+        size = None
+        if info.dialect == "postgresql":
+            size = conn.execute(text("SELECT pg_total_relation_size(CAST(:t AS regclass))"),
+                                {"t": q.table}).scalar()
+    days = tuple(DayCount(d if isinstance(d, date) else date.fromisoformat(str(d)), int(n)) for d, n in per_day)
+    buckets = tuple(BucketCount(label, lo, hi, int(c or 0)) for (lo, hi, label), c in zip(BUCKETS, counts, strict=True))
+    warnings = tuple(w for w in (index_warning(info),) if w)
+    return Stats(info.display_name, int(total), parse_db_timestamp(lo_ts), parse_db_timestamp(hi_ts), buckets,
+                 days, int(size) if size is not None else None, now, warnings)
