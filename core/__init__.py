@@ -5,7 +5,7 @@ package never imports Streamlit.
 """
 
 from .backups import list_backups, resolve_backup, restore_backup, verify_backup
-from .cleanup import get_run_result, list_history, recover_interrupted, run_cleanup
+from .cleanup import get_run_result, list_history, recover_interrupted, run_cleanup, start_cleanup
 from .config import Settings, load_settings
 from .db import cleanup_running
 from .demo import demo_data
@@ -25,5 +25,6 @@ __all__ = [
     "BackupMismatch", "BackupNotFound", "BadSetting", "CleanupFailed", "DatabaseUnavailable", "LockHeld",
     "RestoreError", "RetentionError", "Settings", "cleanup_running", "demo_data", "estimate_backup_bytes",
     "get_run_result", "list_backups", "list_history", "load_settings", "preview", "preview_sample",
-    "recover_interrupted", "resolve_backup", "restore_backup", "run_cleanup", "stats", "verify_backup",
+    "recover_interrupted", "resolve_backup", "restore_backup", "run_cleanup", "start_cleanup", "stats",
+    "verify_backup",
 ]

@@ -9,8 +9,10 @@ backup gets its final name only after it was read back and matched its journal.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -124,11 +126,73 @@ def run_cleanup(
     conn = _RunConnection(settings, engine)
     try:
         conn.lock()
+    except BaseException:
+        conn.close()
+        raise
+    return _locked_run(settings, conn, engine, info, backup_dir, run_id, the_cutoff, trigger, started, t0,
+                       batch_size or settings.batch_size, progress, notify)
+
+
+def start_cleanup(
+    settings: Settings,
+    *,
+    trigger: str = "http",
+    cutoff: datetime | str | None = None,
+    retention_days: int | None = None,
+    notify: bool = True,
+    on_done: Callable[[RunResult | BaseException], None] | None = None,
+) -> str:
+    """Take the lock now, run the cleanup in a background thread, return its run id at once.
+
+    Raises (synchronously, nothing changed) what run_cleanup raises before it
+    starts: BadSetting, DatabaseUnavailable, LockHeld. ``on_done`` receives the
+    RunResult, or the exception of a run that crashed.
+    """
+    started, t0 = utcnow(), time.monotonic()
+    if trigger not in TRIGGERS:
+        raise BadSetting("trigger", trigger, f"must be one of {', '.join(TRIGGERS)}")
+    the_cutoff = resolve_cutoff(
+        retention_days=retention_days, cutoff=cutoff, default_days=settings.retention_days, now=started
+    )
+    engine = check_connection(settings)
+    info = describe_table(settings, engine)
+    backup_dir = prepare_backup_dir(settings)
+    run_id = str(uuid.uuid4())
+    conn = _RunConnection(settings, engine)
+    try:
+        conn.lock()
+    except BaseException:
+        conn.close()
+        raise
+
+    def work() -> None:
+        try:
+            result: RunResult | BaseException = _locked_run(
+                settings, conn, engine, info, backup_dir, run_id, the_cutoff, trigger, started, t0,
+                settings.batch_size, None, notify,
+            )
+        except BaseException as exc:  # reported to on_done; the history row says the rest
+            log.error("background cleanup %s crashed: %s", run_id, _describe(exc))
+            result = exc
+        if on_done:
+            on_done(result)
+
+    threading.Thread(target=work, name=f"cleanup-{run_id[:8]}", daemon=True).start()
+    return run_id
+
+
+def _locked_run(
+    settings: Settings, conn: _RunConnection, engine: Engine, info: TableInfo, backup_dir: Path, run_id: str,
+    cutoff: datetime, trigger: str, started: datetime, t0: float, batch_size: int, progress: Progress | None,
+    notify: bool,
+) -> RunResult:
+    """The run proper, with the lock held by ``conn``; releases it before notifying."""
+    schema = info.schema
+    try:
         history.ensure_history(engine, schema)
         recovered = recover_interrupted(settings, engine=engine, info=info)
         result = _archive_and_delete(
-            settings, conn, engine, info, backup_dir, run_id, the_cutoff, trigger, started, t0,
-            batch_size or settings.batch_size, progress,
+            settings, conn, engine, info, backup_dir, run_id, cutoff, trigger, started, t0, batch_size, progress,
         )
     finally:
         conn.close()
