@@ -1,11 +1,9 @@
 """Slack reports of cleanup runs, through the Web API (bot token) or an incoming webhook.
 
-Side effects: HTTP requests to Slack (``SLACK_API_BASE_URL`` or ``SLACK_WEBHOOK_URL``),
-reading the backup file to attach it, and log lines. Nothing here raises: every
-outcome, including Slack's ``"ok": false`` answers, retries that ran out and
-unexpected errors, becomes a :class:`NotifyOutcome` whose ``detail`` tells the
-operator what to fix. Tokens and webhook URLs are removed from every detail and
-log line, including what slack_sdk itself logs.
+Side effects: HTTP requests to Slack, reading the backup file to attach it, log lines.
+Nothing here raises: Slack's ``"ok": false`` answers, exhausted retries and unexpected
+errors all become a :class:`NotifyOutcome` whose ``detail`` tells the operator what to
+fix. Tokens and webhook URLs are removed from every detail and log line (slack_sdk's too).
 """
 
 from __future__ import annotations
@@ -33,7 +31,7 @@ from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryInterv
 from slack_sdk.web.file_upload_v2_result import FileUploadV2Result
 from slack_sdk.webhook import WebhookClient
 
-from . import slack_messages as msg
+from . import slack_messages as messages
 from .config import Settings
 from .models import RunResult
 
@@ -45,25 +43,6 @@ _RETRY_STATUSES = frozenset({500, 502, 503, 504})
 _MIN_ATTEMPT_S = 0.5  # do not start a retry with less time than this left
 _UPLOAD_ATTEMPTS = 3
 _MAX_PAGES = 200  # conversations.list pages of 200 channels
-_SCOPE_BY_METHOD = {
-    "chat.postMessage": "chat:write",
-    "files.getUploadURLExternal": "files:write",
-    "files.completeUploadExternal": "files:write",
-    "files_upload_v2": "files:write",
-    "conversations.list": "channels:read (public channels) and groups:read (private channels)",
-}
-_BAD_TOKEN = ("invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive")
-_WEBHOOK_GUIDANCE = {
-    "invalid_token": "the webhook URL is no longer valid (webhook revoked or app removed); "
-    "create a new incoming webhook and update SLACK_WEBHOOK_URL",
-    "no_service": "the webhook URL is no longer valid (webhook disabled or app removed); "
-    "create a new incoming webhook and update SLACK_WEBHOOK_URL",
-    "no_team": "the webhook's workspace no longer exists; create a new webhook",
-    "channel_not_found": "the webhook's channel was deleted; create a webhook for the reports channel",
-    "channel_is_archived": "the webhook's channel is archived; unarchive it or create a webhook for another channel",
-    "action_prohibited": "a workspace admin restricted posting in the webhook's channel",
-    "invalid_payload": "Slack refused the message as malformed (a bug in this program: please report it)",
-}
 _NOT_CONFIGURED = "Slack is not configured"
 
 _channel_ids: dict[tuple[str, str, str], str] = {}
@@ -78,7 +57,9 @@ class NotifyOutcome:
     detail: str | None = None
 
 
-def notify_run(settings: Settings, result: RunResult, *, recovered: Sequence[RunResult] = ()) -> NotifyOutcome:
+def notify_run(
+    settings: Settings, result: RunResult, *, recovered: Sequence[RunResult] = ()
+) -> NotifyOutcome:
     """Report a finished run to Slack; never raises.
 
     Posts the summary (and, with a bot token, the backup file in its thread);
@@ -86,7 +67,7 @@ def notify_run(settings: Settings, result: RunResult, *, recovered: Sequence[Run
     nothing; ``nothing_to_do`` is sent only if SLACK_NOTIFY_NOTHING_TO_DO is on
     (or interrupted runs were recovered). Side effects: HTTP requests, log lines.
     """
-    secrets = _secrets(settings)
+    secrets = messages.secrets_of(settings)
     try:
         if result.status == "dry_run":
             return NotifyOutcome("skipped", "dry run: no report is sent")
@@ -98,9 +79,9 @@ def notify_run(settings: Settings, result: RunResult, *, recovered: Sequence[Run
             return NotifyOutcome("skipped", "nothing to do, and SLACK_NOTIFY_NOTHING_TO_DO is off")
         if not (settings.slack_bot_token or settings.slack_webhook_url):
             return NotifyOutcome("skipped", _NOT_CONFIGURED)
-        kind, size = _backup_plan(settings, result)
-        note = msg.backup_note(kind, result.backup_file, size, settings.slack_upload_max_bytes)
-        text, blocks = msg.run_summary(result, recovered=recovered, backup_size=size, note=note)
+        kind, size = messages.backup_plan(result.backup_file, settings)
+        note = messages.backup_note(kind, result.backup_file, size, settings.slack_upload_max_bytes)
+        text, blocks = messages.run_summary(result, recovered=recovered, backup_size=size, note=note)
         report = _Report(settings)
         if settings.slack_bot_token:
             outcome = report.via_bot(text, blocks, upload=result.backup_file if kind == "upload" else None)
@@ -118,16 +99,16 @@ def send_test_message(settings: Settings) -> NotifyOutcome:
     With a bot token the detail names the resolved channel, and warns when the
     token visibly lacks ``files:write``. Side effects: HTTP requests, log lines.
     """
-    secrets = _secrets(settings)
+    secrets = messages.secrets_of(settings)
     try:
         if not (settings.slack_bot_token or settings.slack_webhook_url):
             return NotifyOutcome("skipped", _NOT_CONFIGURED)
         report = _Report(settings)
         if settings.slack_bot_token:
-            text, blocks = msg.setup_check_message(settings.table, report.label)
+            text, blocks = messages.setup_check_message(settings.table, report.label)
             outcome = report.via_bot(text, blocks, upload=None, check_scopes=True)
         else:
-            text, blocks = msg.setup_check_message(settings.table, "this channel")
+            text, blocks = messages.setup_check_message(settings.table, "this channel")
             outcome = report.via_webhook(text, blocks)
             if outcome.status == "sent":
                 outcome = NotifyOutcome("sent", "test message posted through the incoming webhook")
@@ -185,15 +166,14 @@ class _Bounded(RetryHandler):
             return False
         wait = self._expected_wait(state.current_attempt, response)
         if self.budget.remaining() < wait + _MIN_ATTEMPT_S:
-            log.warning(
-                "not retrying the Slack request: %.1f s of SLACK_TIMEOUT_S left, the retry would wait %.1f s",
-                max(0.0, self.budget.remaining()), wait,
-            )
+            log.warning("not retrying the Slack request: it would wait %.1f s, past SLACK_TIMEOUT_S", wait)
             return False
         log.info("retrying the Slack request (%s) in about %.1f s", type(self).__name__.strip("_"), wait)
         return True
 
-    def prepare_for_next_attempt(self, *, state: Any, request: Any, response: Any = None, error: Any = None) -> None:
+    def prepare_for_next_attempt(
+        self, *, state: Any, request: Any, response: Any = None, error: Any = None
+    ) -> None:
         super().prepare_for_next_attempt(state=state, request=request, response=response, error=error)
         self.budget.arm()
 
@@ -216,7 +196,7 @@ class _RateLimitRetry(_Bounded, RateLimitErrorRetryHandler):
 
 
 class _ConnectionRetry(_Bounded, ConnectionErrorRetryHandler):
-    pass
+    """Connection refused / reset, within the budget."""
 
 
 class _ServerRetry(_Bounded, ServerErrorRetryHandler):
@@ -225,7 +205,7 @@ class _ServerRetry(_Bounded, ServerErrorRetryHandler):
 
 
 def _retry_handlers(budget: _Budget) -> list[RetryHandler]:
-    handlers: list[_Bounded] = [
+    handlers = [
         _RateLimitRetry(max_retry_count=3),
         _ConnectionRetry(max_retry_count=2),
         _ServerRetry(max_retry_count=2),
@@ -246,16 +226,24 @@ class _ReportClient(WebClient):
         super().__init__(*args, **kwargs)
         self._budget = budget
 
-    def _upload_file(self, *, url: str, data: bytes, logger: Any, timeout: int, proxy: Any, ssl: Any) -> FileUploadV2Result:
+    def _upload_file(
+        self, *, url: str, data: bytes, logger: Any, timeout: int, proxy: Any, ssl: Any
+    ) -> FileUploadV2Result:
         return _post_upload(url, data, budget=self._budget, proxy=proxy, ssl=ssl)
 
 
-def _post_upload(url: str, data: bytes, *, budget: _Budget, proxy: str | None, ssl: Any) -> FileUploadV2Result:
+def _post_upload(
+    url: str, data: bytes, *, budget: _Budget, proxy: str | None, ssl: Any
+) -> FileUploadV2Result:
     """POST the file bytes to the upload URL; retry 429 (Retry-After), 5xx and connection errors."""
     host = urlsplit(url).netloc
     if not url.lower().startswith(("https://", "http://")):
         raise _Failure("files_upload_v2: Slack returned an upload URL that is not http(s)")
-    opener = build_opener(ProxyHandler({"http": proxy, "https": proxy}), HTTPSHandler(context=ssl)) if proxy else None
+    opener = (
+        build_opener(ProxyHandler({"http": proxy, "https": proxy}), HTTPSHandler(context=ssl))
+        if proxy
+        else None
+    )
     last, attempt = "", 0
     for attempt in range(1, _UPLOAD_ATTEMPTS + 1):
         timeout = budget.arm()
@@ -270,7 +258,9 @@ def _post_upload(url: str, data: bytes, *, budget: _Budget, proxy: str | None, s
         except HTTPError as exc:
             exc.close()
             if exc.code != 429 and exc.code not in _RETRY_STATUSES:
-                raise _Failure(f"files_upload_v2: Slack's file server {host} refused the upload: HTTP {exc.code}") from None
+                raise _Failure(
+                    f"files_upload_v2: Slack's file server {host} refused the upload: HTTP {exc.code}"
+                ) from None
             last = f"HTTP {exc.code}"
             if exc.code == 429:
                 retry_after = str(exc.headers.get("Retry-After", "1"))
@@ -282,7 +272,9 @@ def _post_upload(url: str, data: bytes, *, budget: _Budget, proxy: str | None, s
         if attempt < _UPLOAD_ATTEMPTS:
             log.warning("upload of the backup to %s failed (%s); retrying in %.1f s", host, last, wait)
             time.sleep(wait)
-    raise _Failure(f"files_upload_v2: the upload to Slack's file server {host} failed after {attempt} attempt(s): {last}")
+    raise _Failure(
+        f"files_upload_v2: the upload to Slack's file server {host} failed after {attempt} attempt(s): {last}"
+    )
 
 
 class _Report:
@@ -291,7 +283,7 @@ class _Report:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.budget = _Budget(settings.slack_timeout_s)
-        self.secrets = _secrets(settings)
+        self.secrets = messages.secrets_of(settings)
         self.sdk_logger = _RedactingLogger(_sdk_log, self.secrets)
         raw = settings.slack_channel.strip()
         self.label = raw if _CHANNEL_ID.match(raw) else "#" + raw.lstrip("#")
@@ -307,48 +299,40 @@ class _Report:
         except SlackApiError as exc:
             raise self.api_failure(method, exc.response) from None
         except (SlackClientError, OSError) as exc:  # URLError, timeouts, refused, SlackRequestError
-            raise _Failure(self.transport_detail(method, where, exc)) from None
+            raise _Failure(
+                messages.transport_guidance(method, where, exc, self.settings.slack_timeout_s)
+            ) from None
 
     def api_failure(self, method: str, response: Any) -> _Failure:
-        """Slack's ``ok: false`` (or HTTP error after retries) as guidance."""
-        api_url = str(getattr(response, "api_url", "") or "")
-        method = api_url.rsplit("/", 1)[-1].split("?", 1)[0] or method
+        """Slack's ``ok: false`` (or an HTTP error after retries) as guidance."""
         data = response.data if isinstance(response.data, dict) else {}
-        status, error = response.status_code, str(data.get("error") or "")
-        if status == 429:
-            return _Failure(f"{method}: rate limited by Slack (HTTP 429); retries did not fit in "
-                            f"SLACK_TIMEOUT_S ({self.settings.slack_timeout_s:g} s)", "ratelimited")
-        if status >= 500:
-            return _Failure(f"{method}: Slack answered HTTP {status} after retries; Slack may be having "
-                            "an outage (https://slack-status.com)", "server_error")
-        return _Failure(_guidance(error, method, self.label, data), error)
-
-    def transport_detail(self, method: str, where: str, exc: BaseException) -> str:
-        reason = getattr(exc, "reason", exc)
-        if isinstance(reason, TimeoutError):
-            return f"{method}: no answer from {where} within SLACK_TIMEOUT_S ({self.settings.slack_timeout_s:g} s)"
-        if isinstance(reason, ConnectionRefusedError):
-            return (f"{method}: cannot connect to Slack at {where}: connection refused (after retries); "
-                    "check SLACK_API_BASE_URL / SLACK_WEBHOOK_URL and the network or proxy")
-        return f"{method}: cannot reach Slack at {where}: {reason}"
+        detail = messages.api_error_guidance(method, response, self.label, self.settings.slack_timeout_s)
+        return _Failure(detail, str(data.get("error") or "") or None)
 
     def failed(self, detail: str) -> NotifyOutcome:
-        return NotifyOutcome("failed", _redact(detail, self.secrets))
+        return NotifyOutcome("failed", messages.redact(detail, self.secrets))
 
-    def via_bot(self, text: str, blocks: msg.Blocks, *, upload: str | None, check_scopes: bool = False) -> NotifyOutcome:
+    def via_bot(
+        self, text: str, blocks: messages.Blocks, *, upload: str | None, check_scopes: bool = False
+    ) -> NotifyOutcome:
         """Post through the Web API, then attach ``upload`` in the message's thread."""
         s = self.settings
         where = urlsplit(s.slack_api_base_url).netloc or s.slack_api_base_url
         client = _ReportClient(
-            token=s.slack_bot_token, base_url=s.slack_api_base_url, timeout=max(1, int(s.slack_timeout_s)),
-            logger=self.sdk_logger, retry_handlers=_retry_handlers(self.budget), budget=self.budget,  # type: ignore[arg-type]
+            token=s.slack_bot_token,
+            base_url=s.slack_api_base_url,
+            timeout=max(1, int(s.slack_timeout_s)),
+            logger=self.sdk_logger,  # type: ignore[arg-type]  # a LoggerAdapter is enough
+            retry_handlers=_retry_handlers(self.budget),
+            budget=self.budget,
         )
         self.budget.client = client
         try:
             channel = self.resolve_channel(client, where)
             with self.step("chat.postMessage", where):
-                posted = client.chat_postMessage(channel=channel, text=text, blocks=blocks,
-                                                 unfurl_links=False, unfurl_media=False)
+                posted = client.chat_postMessage(
+                    channel=channel, text=text, blocks=blocks, unfurl_links=False, unfurl_media=False
+                )
         except _Failure as failure:
             if failure.error == "channel_not_found":
                 self.forget_channel()
@@ -358,30 +342,38 @@ class _Report:
             name = os.path.basename(upload)
             try:
                 with self.step("files_upload_v2", where):
-                    client.files_upload_v2(channel=channel, thread_ts=ts, file=upload, filename=name, title=name)
+                    client.files_upload_v2(
+                        channel=channel, thread_ts=ts, file=upload, filename=name, title=name
+                    )
             except _Failure as failure:
                 with contextlib.suppress(_Failure):  # best effort: say so in the thread too
                     with self.step("chat.postMessage", where):
-                        client.chat_postMessage(channel=channel, thread_ts=ts, text=msg.upload_failed_reply(failure.detail, upload))
-                return self.failed(f"summary posted to {self.label}, but the backup was not attached: {failure.detail}")
+                        client.chat_postMessage(
+                            channel=channel,
+                            thread_ts=ts,
+                            text=messages.upload_failed_reply(failure.detail, upload),
+                        )
+                return self.failed(
+                    f"summary posted to {self.label}, but the backup was not attached: {failure.detail}"
+                )
             log.info("attached %s to the report in %s", name, self.label)
         if not check_scopes:
             return NotifyOutcome("sent")
-        detail = f"test message posted to {self.label} ({channel})"
         scopes = {k.lower(): v for k, v in (posted.headers or {}).items()}.get("x-oauth-scopes")
-        if scopes is not None and "files:write" not in {x.strip() for x in str(scopes).split(",")}:
-            detail += ("; warning: the token lacks files:write, so backups will not be attached "
-                       "(add the scope, reinstall the app)")
-        return NotifyOutcome("sent", detail)
+        return NotifyOutcome("sent", messages.setup_check_detail(self.label, channel, scopes))
 
-    def via_webhook(self, text: str, blocks: msg.Blocks) -> NotifyOutcome:
+    def via_webhook(self, text: str, blocks: messages.Blocks) -> NotifyOutcome:
         """Post through the incoming webhook (no file)."""
         url = self.settings.slack_webhook_url or ""
         if not url.lower().startswith(("https://", "http://")):
             return self.failed("SLACK_WEBHOOK_URL is not an http(s) URL")
         where = urlsplit(url).hostname or "the webhook host"
-        client = WebhookClient(url, timeout=max(1, int(self.settings.slack_timeout_s)),
-                               logger=self.sdk_logger, retry_handlers=_retry_handlers(self.budget))  # type: ignore[arg-type]
+        client = WebhookClient(
+            url,
+            timeout=max(1, int(self.settings.slack_timeout_s)),
+            logger=self.sdk_logger,  # type: ignore[arg-type]
+            retry_handlers=_retry_handlers(self.budget),
+        )
         self.budget.client = client
         try:
             with self.step("webhook", where):
@@ -391,15 +383,15 @@ class _Report:
         if resp.status_code == 200:
             return NotifyOutcome("sent")
         body = (resp.body or "").strip()[:200]
-        if resp.status_code == 429 or resp.status_code >= 500:
-            return self.failed(f"webhook: Slack answered HTTP {resp.status_code} after retries")
-        hint = _WEBHOOK_GUIDANCE.get(body, f"Slack refused the incoming webhook (HTTP {resp.status_code})")
-        return self.failed(f"webhook: {body or resp.status_code}: {hint}")
+        return self.failed(messages.webhook_guidance(resp.status_code, body))
 
     def cache_key(self) -> tuple[str, str, str]:
         token = (self.settings.slack_bot_token or "").strip()
-        return (self.settings.slack_api_base_url, hashlib.sha256(token.encode()).hexdigest()[:16],
-                self.settings.slack_channel.strip().lstrip("#").lower())
+        return (
+            self.settings.slack_api_base_url,
+            hashlib.sha256(token.encode()).hexdigest()[:16],
+            self.settings.slack_channel.strip().lstrip("#").lower(),
+        )
 
     def forget_channel(self) -> None:
         with _channel_lock:
@@ -420,8 +412,9 @@ class _Report:
         seen = 0
         for _ in range(_MAX_PAGES):
             with self.step("conversations.list", where):
-                page = client.conversations_list(types="public_channel,private_channel", exclude_archived=True,
-                                                 limit=200, cursor=cursor)
+                page = client.conversations_list(
+                    types="public_channel,private_channel", exclude_archived=True, limit=200, cursor=cursor
+                )
             for channel in page.get("channels") or []:
                 seen += 1
                 if channel.get("name") == name and channel.get("id"):
@@ -432,69 +425,7 @@ class _Report:
             cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
             if not cursor:
                 break
-        raise _Failure(
-            f"channel_not_found: no channel named #{name} among the {seen} channels the bot can see; check "
-            "SLACK_CHANNEL, invite the bot first if the channel is private, or set SLACK_CHANNEL to the channel ID (C…)",
-            "channel_not_found",
-        )
-
-
-def _guidance(error: str, method: str, label: str, data: dict[str, Any]) -> str:
-    """Slack's error code as what the operator should do."""
-    if error == "not_in_channel":
-        return (f"not_in_channel: the bot is not a member of {label}; in Slack open {label} and type "
-                "/invite @<your app's name>, then send a test message")
-    if error == "channel_not_found":
-        return (f"channel_not_found: {label} does not exist or the bot cannot see it; check SLACK_CHANNEL "
-                "(a name such as ai-reports or an ID such as C0123ABCD); for a private channel invite the bot first")
-    if error in _BAD_TOKEN:
-        return (f"{error}: Slack rejected SLACK_BOT_TOKEN; copy the Bot User OAuth Token (xoxb-…) from the "
-                "app's OAuth & Permissions page, and reinstall the app if it was removed")
-    if error == "missing_scope":
-        needed = str(data.get("needed") or _SCOPE_BY_METHOD.get(method, "a scope"))
-        return (f"missing_scope: the bot token lacks {needed} (needed by {method}); add it under OAuth & "
-                "Permissions → Bot Token Scopes, reinstall the app, and update SLACK_BOT_TOKEN if it changed")
-    if error in ("is_archived", "channel_is_archived"):
-        return f"{error}: {label} is archived; unarchive it or set SLACK_CHANNEL to another channel"
-    return f"{method} failed: {error or 'unexpected answer from Slack'}"
-
-
-def _backup_plan(settings: Settings, result: RunResult) -> tuple[str, int | None]:
-    """(kind, size): ``upload``, ``too_big``, ``webhook``, ``missing`` or ``none``. Reads file metadata."""
-    if not result.backup_file:
-        return "none", None
-    try:
-        size = os.path.getsize(result.backup_file)
-    except OSError:
-        return "missing", None
-    if not settings.slack_bot_token:
-        return "webhook", size
-    if size > settings.slack_upload_max_bytes:
-        return "too_big", size
-    return "upload", size
-
-
-_TOKEN_RE = re.compile(r"xox[a-z]-[A-Za-z0-9-]+")
-_HOOK_RE = re.compile(r"(hooks\.slack(?:-gov)?\.com/)\S+")
-_USERINFO_RE = re.compile(r"(\w+://)[^/\s:@]+:[^/\s@]+@")
-
-
-def _secrets(settings: Settings) -> tuple[str, ...]:
-    """The strings that must never appear in a detail or log line."""
-    out = [s.strip() for s in (settings.slack_bot_token, settings.slack_webhook_url) if s and s.strip()]
-    if settings.slack_webhook_url:
-        path = urlsplit(settings.slack_webhook_url.strip()).path
-        if len(path) > 8:
-            out.append(path)
-    return tuple(sorted(out, key=len, reverse=True))
-
-
-def _redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "[redacted]")
-    text = _TOKEN_RE.sub("xox?-[redacted]", text)
-    text = _HOOK_RE.sub(r"\1[redacted]", text)
-    return _USERINFO_RE.sub(r"\1[redacted]@", text)
+        raise _Failure(messages.channel_not_listed(name, seen), "channel_not_found")
 
 
 class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -508,17 +439,19 @@ class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     def level(self) -> int:
         return self.logger.getEffectiveLevel()
 
-    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+    def log(self, level: int, message: object, *args: object, **kwargs: Any) -> None:
         if self.isEnabledFor(level):
-            text = str(msg) % args if args else str(msg)
+            text = str(message) % args if args else str(message)
             kwargs.pop("exc_info", None)  # tracebacks could carry a URL; the message is enough
-            self.logger.log(level, "%s", _redact(text, self.secrets), **kwargs)
+            self.logger.log(level, "%s", messages.redact(text, self.secrets), **kwargs)
 
 
 def _unexpected(exc: BaseException, secrets: Sequence[str]) -> NotifyOutcome:
-    detail = _redact(f"unexpected error while reporting to Slack: {type(exc).__name__}: {exc}", secrets)
+    detail = messages.redact(
+        f"unexpected error while reporting to Slack: {type(exc).__name__}: {exc}", secrets
+    )
     log.error("%s", detail)
-    log.debug("%s", _redact("".join(traceback.format_exception(exc)), secrets))
+    log.debug("%s", messages.redact("".join(traceback.format_exception(exc)), secrets))
     return NotifyOutcome("failed", detail)
 
 

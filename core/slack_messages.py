@@ -8,11 +8,14 @@ caller measured, such as the backup's size) into ``(text, blocks)`` ready for
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
+from .config import Settings
 from .models import RunResult
 
 Blocks = list[dict[str, Any]]
@@ -87,13 +90,17 @@ def _fields(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
     return {
         "type": "section",
         "fields": [
-            {"type": "mrkdwn", "text": _truncate(f"*{label}*\n{value}", FIELD_MAX)} for label, value in pairs[:10]
+            {"type": "mrkdwn", "text": _truncate(f"*{label}*\n{value}", FIELD_MAX)}
+            for label, value in pairs[:10]
         ],
     }
 
 
 def _header(text: str) -> dict[str, Any]:
-    return {"type": "header", "text": {"type": "plain_text", "text": _truncate(text, HEADER_MAX), "emoji": True}}
+    return {
+        "type": "header",
+        "text": {"type": "plain_text", "text": _truncate(text, HEADER_MAX), "emoji": True},
+    }
 
 
 def _context(text: str) -> dict[str, Any]:
@@ -160,7 +167,7 @@ def run_summary(
     )
     backup_line = _backup_line(result, backup_size)
     if backup_line or note:
-        blocks.append(_section(" ".join(x for x in (backup_line, note) if x)))
+        blocks.append(_section("\n".join(x for x in (backup_line, note) if x)))
     recovered_text = _recovered_text(result, recovered)
     if recovered_text:
         blocks.append(_section(recovered_text))
@@ -178,7 +185,7 @@ def _lead_sentence(result: RunResult) -> str:
     if result.status == "failed":
         error = (result.error or "unknown error").replace("```", "'''")
         kept = (
-            f"{result.rows_deleted:,} rows were deleted before it stopped, all of them in the backup below."
+            f"{result.rows_deleted:,} rows were deleted before it stopped, each of them in a verified backup."
             if result.rows_deleted
             else "No row was deleted."
         )
@@ -203,8 +210,8 @@ def _backup_line(result: RunResult, size: int | None) -> str | None:
     if size is not None:
         parts.append(human_bytes(size))
     if result.sha256:
-        parts.append(f"sha256 {code(checksum_prefix(result.sha256) or '')}…")
-    return " · ".join(parts) + "."
+        parts.append(f"sha256 {code((checksum_prefix(result.sha256) or '') + '…')}")
+    return " · ".join(parts)
 
 
 def _recovered_text(result: RunResult, recovered: Sequence[RunResult]) -> str | None:
@@ -263,3 +270,150 @@ def setup_check_message(table: str, channel_label: str) -> tuple[str, Blocks]:
         _context(f"Sent {utc_text(datetime.now(UTC))}. Nothing was archived or deleted."),
     ]
     return text, blocks
+
+
+def backup_plan(path: str | None, settings: Settings) -> tuple[str, int | None]:
+    """(kind, size): ``upload``, ``too_big``, ``webhook``, ``missing`` or ``none``. Reads file metadata."""
+    if not path:
+        return "none", None
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return "missing", None
+    if not settings.slack_bot_token:
+        return "webhook", size
+    if size > settings.slack_upload_max_bytes:
+        return "too_big", size
+    return "upload", size
+
+
+# --- Secrets never leave in a message, detail or log line ---
+
+_TOKEN_RE = re.compile(r"xox[a-z]-[A-Za-z0-9-]+")
+_HOOK_RE = re.compile(r"(hooks\.slack(?:-gov)?\.com/)\S+")
+_USERINFO_RE = re.compile(r"(\w+://)[^/\s:@]+:[^/\s@]+@")
+
+
+def secrets_of(settings: Settings) -> tuple[str, ...]:
+    """The strings that must never appear in a detail or log line."""
+    out = [s.strip() for s in (settings.slack_bot_token, settings.slack_webhook_url) if s and s.strip()]
+    if settings.slack_webhook_url:
+        path = urlsplit(settings.slack_webhook_url.strip()).path
+        if len(path) > 8:
+            out.append(path)
+    return tuple(sorted(out, key=len, reverse=True))
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with each secret, and anything shaped like a Slack token, webhook path or
+    URL password, replaced by ``[redacted]``."""
+    for secret in secrets:
+        text = text.replace(secret, "[redacted]")
+    text = _TOKEN_RE.sub("xox?-[redacted]", text)
+    text = _HOOK_RE.sub(r"\1[redacted]", text)
+    return _USERINFO_RE.sub(r"\1[redacted]@", text)
+
+
+# --- Operator guidance for Slack errors (shown in run history, the dashboard, the CLI) ---
+
+SCOPE_BY_METHOD = {
+    "chat.postMessage": "chat:write",
+    "files.getUploadURLExternal": "files:write",
+    "files.completeUploadExternal": "files:write",
+    "files_upload_v2": "files:write",
+    "conversations.list": "channels:read (public channels) and groups:read (private channels)",
+}
+_BAD_TOKEN = ("invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive")
+_NEW_WEBHOOK = "create a new incoming webhook and update SLACK_WEBHOOK_URL"
+WEBHOOK_GUIDANCE = {
+    "invalid_token": f"the webhook URL is no longer valid (webhook revoked or app removed); {_NEW_WEBHOOK}",
+    "no_service": f"the webhook URL is no longer valid (webhook disabled or app removed); {_NEW_WEBHOOK}",
+    "no_team": f"the webhook's workspace no longer exists; {_NEW_WEBHOOK}",
+    "channel_not_found": f"the webhook's channel was deleted; {_NEW_WEBHOOK}",
+    "channel_is_archived": f"the webhook's channel is archived; unarchive it or {_NEW_WEBHOOK}",
+    "action_prohibited": "a workspace admin restricted posting in the webhook's channel",
+    "invalid_payload": "Slack refused the message as malformed (a bug in this program: please report it)",
+}
+
+
+def slack_error_guidance(error: str, method: str, label: str, data: dict[str, Any]) -> str:
+    """Slack's error code (``"ok": false``) as what the operator should do."""
+    if error == "not_in_channel":
+        return (
+            f"not_in_channel: the bot is not a member of {label}; in Slack open {label} and type "
+            "/invite @<your app's name>, then send a test message"
+        )
+    if error == "channel_not_found":
+        return (
+            f"channel_not_found: {label} does not exist or the bot cannot see it; check SLACK_CHANNEL "
+            "(a name such as ai-reports or an ID such as C0123ABCD); for a private channel invite the bot first"
+        )
+    if error in _BAD_TOKEN:
+        return (
+            f"{error}: Slack rejected SLACK_BOT_TOKEN; copy the Bot User OAuth Token (xoxb-…) from the "
+            "app's OAuth & Permissions page, and reinstall the app if it was removed"
+        )
+    if error == "missing_scope":
+        needed = str(data.get("needed") or SCOPE_BY_METHOD.get(method, "a scope"))
+        return (
+            f"missing_scope: the bot token lacks {needed} (needed by {method}); add it under OAuth & "
+            "Permissions → Bot Token Scopes, reinstall the app, and update SLACK_BOT_TOKEN if it changed"
+        )
+    if error in ("is_archived", "channel_is_archived"):
+        return f"{error}: {label} is archived; unarchive it or set SLACK_CHANNEL to another channel"
+    return f"{method} failed: {error or 'unexpected answer from Slack'}"
+
+
+def api_error_guidance(method: str, response: Any, label: str, timeout_s: float) -> str:
+    """A failed Web API call (a SlackResponse, after slack_sdk's retries) as guidance."""
+    api_url = str(getattr(response, "api_url", "") or "")
+    method = api_url.rsplit("/", 1)[-1].split("?", 1)[0] or method  # files_upload_v2 -> its API call
+    data = response.data if isinstance(response.data, dict) else {}
+    status = response.status_code
+    if status == 429:
+        return f"{method}: rate limited by Slack (HTTP 429); retries did not fit in SLACK_TIMEOUT_S ({timeout_s:g} s)"
+    if status >= 500:
+        return (
+            f"{method}: Slack answered HTTP {status} after retries; Slack may be having an outage "
+            "(https://slack-status.com)"
+        )
+    return slack_error_guidance(str(data.get("error") or ""), method, label, data)
+
+
+def transport_guidance(method: str, where: str, exc: BaseException, timeout_s: float) -> str:
+    """A request that got no HTTP answer (refused, timed out, DNS...) as guidance."""
+    reason = getattr(exc, "reason", exc)
+    if isinstance(exc, FileNotFoundError):
+        return f"{method}: the backup file is gone: {exc.filename}"
+    if isinstance(reason, TimeoutError):
+        return f"{method}: no answer from {where} within SLACK_TIMEOUT_S ({timeout_s:g} s)"
+    if isinstance(reason, ConnectionRefusedError):
+        return (
+            f"{method}: cannot connect to Slack at {where}: connection refused (after retries); "
+            "check SLACK_API_BASE_URL / SLACK_WEBHOOK_URL and the network or proxy"
+        )
+    return f"{method}: cannot reach Slack at {where}: {reason}"
+
+
+def webhook_guidance(status: int, body: str) -> str:
+    """An incoming webhook's non-200 answer (after retries) as guidance."""
+    if status == 429 or status >= 500:
+        return f"webhook: Slack answered HTTP {status} after retries"
+    hint = WEBHOOK_GUIDANCE.get(body, f"Slack refused the incoming webhook (HTTP {status})")
+    return f"webhook: {body or status}: {hint}"
+
+
+def channel_not_listed(name: str, seen: int) -> str:
+    """SLACK_CHANNEL named a channel that conversations.list does not show the bot."""
+    return (
+        f"channel_not_found: no channel named #{name} among the {seen} channels the bot can see; check "
+        "SLACK_CHANNEL, invite the bot first if the channel is private, or set SLACK_CHANNEL to the channel ID (C…)"
+    )
+
+
+def setup_check_detail(label: str, channel_id: str, scopes: str | None) -> str:
+    """The test message's detail; warns when Slack's X-OAuth-Scopes header lacks files:write."""
+    detail = f"test message posted to {label} ({channel_id})"
+    if scopes is not None and "files:write" not in {x.strip() for x in str(scopes).split(",")}:
+        detail += "; warning: the token lacks files:write, so backups will not be attached (add the scope, reinstall the app)"
+    return detail
