@@ -128,6 +128,13 @@ def detect_sqlite_format(conn: Any, qtable: str, qcol: str, *, full: bool) -> Sq
     Raises BadSetting when values are not text timestamps in UTC of one form.
     """
     cur = conn.cursor()
+    try:
+        return _detect(cur, qtable, qcol, full)
+    finally:
+        cur.close()  # an open SQLite statement would hold a read lock
+
+
+def _detect(cur: Any, qtable: str, qcol: str, full: bool) -> SqliteTsFormat:
     cur.execute(f"SELECT min({qcol}), max({qcol}) FROM {qtable} WHERE {qcol} IS NOT NULL")
     lo, hi = cur.fetchone()
     if lo is None:
@@ -171,7 +178,6 @@ def detect_sqlite_format(conn: Any, qtable: str, qcol: str, *, full: bool) -> Sq
                 f"holds {bad[0]!r}, which is not in the table's form {fmt.name}; "
                 "text comparison would misplace it, so nothing is done",
             )
-    cur.close()
     return fmt
 
 
