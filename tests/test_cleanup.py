@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import JSON, BigInteger, Column, DateTime, Integer, MetaData, Table, Text, text
@@ -16,7 +16,7 @@ from core.demo import demo_data
 from core.timefmt import parse_db_timestamp
 from helpers import backup_keys, check_no_loss, table_snapshot
 
-CUTOFF = datetime(2026, 6, 1, 12, 0, 0, tzinfo=timezone.utc)
+CUTOFF = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
 
 TRICKY = [
     (1, None, "", 0, {"a": 1}, CUTOFF - timedelta(days=3)),
@@ -158,7 +158,7 @@ def test_rows_written_during_a_run_are_never_lost(demo_settings):
     engine = get_engine(demo_settings)
     original = set(table_snapshot(demo_settings))
     pg = engine.dialect.name == "postgresql"
-    old = datetime.now(timezone.utc) - timedelta(days=80)
+    old = datetime.now(UTC) - timedelta(days=80)
     inserted: list[int] = []
     updated: dict[str, str] = {}
     calls = {"n": 0}
@@ -215,7 +215,7 @@ def test_sqlite_text_timestamps_compare_in_their_own_form(tmp_path, fmt):
     s = load_settings({"database_url": f"sqlite:///{tmp_path / 'ts.db'}", "backup_dir": str(tmp_path / "b")},
                       environ={}, env_file=None)
     engine = get_engine(s)
-    cutoff = datetime(2026, 3, 1, 0, 0, 0, 500000, tzinfo=timezone.utc)
+    cutoff = datetime(2026, 3, 1, 0, 0, 0, 500000, tzinfo=UTC)
     stamps = [cutoff - timedelta(seconds=1), cutoff - timedelta(microseconds=1), cutoff, cutoff + timedelta(seconds=1),
               cutoff - timedelta(days=30)]
     with engine.begin() as conn:
@@ -227,7 +227,7 @@ def test_sqlite_text_timestamps_compare_in_their_own_form(tmp_path, fmt):
     # which stored values are strictly older than the cutoff, as times (whole-second forms lose the .5 s)
     expected = {str(i) for i, ts in enumerate(stamps)
                 if datetime.strptime(ts.strftime(fmt).replace("+00:00", "").replace("Z", ""),
-                                     fmt.replace("+00:00", "").replace("Z", "")).replace(tzinfo=timezone.utc) < cutoff}
+                                     fmt.replace("+00:00", "").replace("Z", "")).replace(tzinfo=UTC) < cutoff}
     assert set(backup_keys(r.backup_file)) == expected
     restore_backup(s, r.backup_file)
     with engine.connect() as conn:
