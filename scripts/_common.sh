@@ -25,13 +25,13 @@ ensure_venv() {
 
 # ensure_chromium: Debian's chromium for the browser tests (never a downloaded browser build).
 ensure_chromium() {
-  if command -v chromium >/dev/null 2>&1; then return 0; fi
+  if command -v chromium >/dev/null 2>&1 && dpkg -s fonts-noto-cjk >/dev/null 2>&1; then return 0; fi
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing Debian's chromium for the browser tests" >&2
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk fonts-noto-color-emoji >/dev/null
   elif command -v sudo >/dev/null 2>&1; then
-    sudo apt-get update -qq >/dev/null && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    sudo apt-get update -qq >/dev/null && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk fonts-noto-color-emoji >/dev/null
   else
     echo "chromium is not installed and cannot be installed here: browser tests will skip" >&2
   fi

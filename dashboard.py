@@ -1,0 +1,32 @@
+"""Log Retention Console dashboard: the router.
+
+Run it directly (``streamlit run dashboard.py``) or through ``server.py``, which
+wraps it with ``st.App`` for the HTTP trigger. Nothing is shown before the access
+gate in :mod:`ui.access` lets the session in.
+
+Pages live in ``pages/``. Streamlit treats a ``pages/`` folder beside the main
+script as a legacy multipage app until the first ``st.navigation`` call in the
+process, so a deep link to a freshly started server can run a page without this
+router: every page therefore passes the same gate itself (``ui.state.settings_or_stop``),
+and the browser test opens such a deep link first.
+"""
+
+import streamlit as st
+
+from ui.access import require_access
+from ui.layout import page_config, sidebar_connection
+
+page_config()
+require_access()
+sidebar_connection()
+
+st.navigation(
+    [
+        st.Page("pages/overview.py", title="Overview", icon=":material/monitoring:", default=True),
+        st.Page("pages/preview.py", title="Preview", icon=":material/preview:"),
+        st.Page("pages/run_cleanup.py", title="Run Cleanup", icon=":material/delete_sweep:"),
+        st.Page("pages/backups.py", title="Backups", icon=":material/archive:"),
+        st.Page("pages/history.py", title="History", icon=":material/history:"),
+        st.Page("pages/settings.py", title="Settings", icon=":material/settings:"),
+    ]
+).run()

@@ -1,0 +1,118 @@
+"""Backups: every backup file; download (exact or spreadsheet-safe), verify, restore after a confirmation."""
+
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core import RetentionError, Settings, restore_backup, verify_backup
+from core.models import BackupInfo
+from ui import downloads, fmt
+from ui.data import cached_backups, clear_caches
+from ui.state import settings_or_stop
+
+RESTORE, RESTORE_DONE = "pending_restore", "restore_outcome"
+
+
+def _confirm_restore(settings: Settings) -> None:
+    name = st.session_state.pop(RESTORE, None)
+    if not name:
+        return
+    try:
+        r = restore_backup(settings, name)
+        st.session_state[RESTORE_DONE] = (
+            "success", f"Restored {fmt.count(r.rows_restored)} rows of {name} into {r.table}; "
+            f"{fmt.count(r.rows_skipped)} were already present and skipped ({fmt.duration(r.duration_s)}).")
+    except RetentionError as exc:
+        st.session_state[RESTORE_DONE] = ("error", f"Restore refused, the table is unchanged: {exc.one_line()}")
+    clear_caches()
+
+
+@st.dialog("Restore backup", width="medium")
+def restore_dialog(settings: Settings, b: BackupInfo) -> None:
+    if not st.session_state.get(RESTORE):
+        st.rerun()
+    st.markdown(f"Insert the **{fmt.count(b.rows)} rows** of `{Path(b.file).name}` back into **{settings.table}**. "
+                "The backup is verified first; rows whose primary key is already in the table are skipped. "
+                "All or nothing: on any error the table is unchanged.")
+    left, right = st.columns(2)
+    left.button(f"Restore {fmt.count(b.rows)} rows", type="primary", key="confirm_restore",
+                on_click=_confirm_restore, args=(settings,), width="stretch")
+    right.button("Cancel", key="cancel_restore", on_click=lambda: st.session_state.pop(RESTORE, None),
+                 width="stretch")
+
+
+settings = settings_or_stop()
+st.title("Backups")
+st.caption(f"Files in `{settings.backup_dir}`, newest first. Each one is a gzip-compressed CSV with a manifest "
+           "(row count, SHA-256) beside it.")
+
+outcome = st.session_state.pop(RESTORE_DONE, None)
+if outcome:
+    (st.success if outcome[0] == "success" else st.error)(outcome[1])
+
+try:
+    backups = cached_backups(settings)
+except (RetentionError, OSError) as exc:
+    st.error(exc.one_line() if isinstance(exc, RetentionError) else f"Cannot list {settings.backup_dir}: {exc}")
+    st.stop()
+if not backups:
+    st.info("No backups yet: a cleanup that archives rows writes one here.", icon=":material/inventory_2:")
+    st.stop()
+
+table = pd.DataFrame(
+    {
+        "file": [Path(b.file).name for b in backups],
+        "rows": [b.rows for b in backups],
+        "cutoff": [fmt.ts(b.cutoff) for b in backups],
+        "created": [fmt.ts(b.created_at) for b in backups],
+        "size": [fmt.human_bytes(b.size_bytes) for b in backups],
+        "sha256": [b.sha256 for b in backups],
+        "oldest row": [fmt.ts(b.min_timestamp) for b in backups],
+        "newest row": [fmt.ts(b.max_timestamp) for b in backups],
+    }
+)
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={"rows": st.column_config.NumberColumn(format="localized"),
+                            "sha256": st.column_config.TextColumn(width="medium")})
+
+names = [Path(b.file).name for b in backups]
+name = st.selectbox("Backup", names, key="backup_name")
+b = backups[names.index(name)]
+st.caption(f"{fmt.count(b.rows)} rows · created {fmt.ts(b.created_at)} · cutoff {fmt.ts(b.cutoff)} · "
+           f"run {b.run_id or '—'}")
+
+c1, c2, c3, c4 = st.columns(4)
+if downloads.streamed_available():
+    c1.link_button("Download backup", downloads.link(name, "backup"), icon=":material/download:", width="stretch")
+    c2.link_button("Download for spreadsheets", downloads.link(name, "spreadsheet"), icon=":material/table:",
+                   width="stretch")
+else:
+    c1.download_button("Download backup", partial(downloads.read_backup, settings, name), file_name=name,
+                       mime="application/gzip", key="download_backup", icon=":material/download:",
+                       on_click="ignore", width="stretch")
+    c2.download_button("Download for spreadsheets", partial(downloads.read_spreadsheet, settings, name),
+                       file_name=downloads.spreadsheet_name(name), mime="text/csv", key="download_spreadsheet",
+                       icon=":material/table:", on_click="ignore", width="stretch")
+verify = c3.button("Verify", key="verify_backup", icon=":material/verified:", width="stretch")
+if c4.button("Restore…", key="restore_backup", icon=":material/settings_backup_restore:", width="stretch"):
+    st.session_state[RESTORE] = name
+    restore_dialog(settings, b)
+st.caption("The spreadsheet-safe copy is plain CSV with cells starting with = + - @, tab or CR prefixed by an "
+           "apostrophe, so Excel does not run them as formulas. The backup file itself is never changed.")
+
+if verify:
+    try:
+        with st.spinner(f"Reading {name}…"):
+            v = verify_backup(settings, name)
+    except RetentionError as exc:
+        st.error(exc.one_line(), icon=":material/error:")
+    else:
+        if v.ok:
+            st.success(f"{name} verifies: {fmt.count(v.rows)} rows, SHA-256 matches the manifest.",
+                       icon=":material/verified:")
+        else:
+            st.error(f"{name} does not match its manifest: {v.problem} (file: {fmt.count(v.rows)} rows, "
+                     f"sha256 {v.sha256[:16]}…; manifest: {fmt.count(v.expected_rows)} rows, "
+                     f"sha256 {v.expected_sha256[:16]}…).", icon=":material/gpp_bad:")

@@ -1,0 +1,88 @@
+"""Overview: how the log table is spread over time, and where the retention cutoff falls."""
+
+from datetime import UTC, datetime, timedelta
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core import RetentionError
+from ui import fmt
+from ui.data import cached_stats, clear_caches
+from ui.state import settings_or_stop
+
+OLDER, KEPT = "older than the cutoff", "kept"
+
+settings = settings_or_stop()
+st.title("Overview")
+
+try:
+    s = cached_stats(settings)
+except RetentionError as exc:
+    st.error(exc.one_line(), icon=":material/error:")
+    st.stop()
+
+for warning in s.warnings:
+    st.warning(warning, icon=":material/speed:")
+
+cutoff = datetime.now(UTC) - timedelta(days=settings.retention_days)
+st.caption(
+    f"Table **{s.table}** · counted {fmt.ts(s.computed_at, seconds=True)} (refreshed at most every minute) · "
+    f"retention {fmt.plural(settings.retention_days, 'day')}: cutoff {fmt.ts(cutoff)}"
+)
+
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Total rows", fmt.count(s.total_rows), border=True)
+c2.metric("Oldest row", fmt.day(s.oldest), border=True, help=fmt.ts(s.oldest, seconds=True))
+c3.metric("Newest row", fmt.day(s.newest), border=True, help=fmt.ts(s.newest, seconds=True))
+c4.metric(
+    "Table size", fmt.human_bytes(s.table_bytes), border=True,
+    help="Table, indexes and TOAST (pg_total_relation_size)." if s.table_bytes is not None
+    else "Shown on PostgreSQL only.",
+)
+
+if not s.total_rows:
+    st.info(f"{s.table} is empty: there is nothing to clean up.", icon=":material/inbox:")
+    st.stop()
+
+st.subheader("Rows per day")
+days = pd.DataFrame(
+    {
+        "day": [pd.Timestamp(d.day, tz="UTC") for d in s.per_day],
+        "label": [d.day.isoformat() for d in s.per_day],
+        "rows": [d.rows for d in s.per_day],
+    }
+)
+days["side"] = [
+    OLDER if day + pd.Timedelta(days=1) <= pd.Timestamp(cutoff) else KEPT for day in days["day"]
+]
+x_scale = alt.Scale(type="utc")  # days are UTC days, whatever the browser's time zone
+bars = (
+    alt.Chart(days)
+    .mark_bar(cornerRadiusTopLeft=2, cornerRadiusTopRight=2)
+    .encode(
+        x=alt.X("utcyearmonthdate(day):T", title=None, scale=x_scale, axis=alt.Axis(format="%b %d", labelAngle=0)),
+        y=alt.Y("rows:Q", title="rows per day"),
+        color=alt.Color("side:N", title=None, scale=alt.Scale(domain=[OLDER, KEPT], range=["#e4572e", "#4c78a8"]),
+                        legend=alt.Legend(orient="top")),
+        tooltip=[alt.Tooltip("label:N", title="day (UTC)"), alt.Tooltip("rows:Q", format=",")],
+    )
+)
+marker = pd.DataFrame({"cutoff": [pd.Timestamp(cutoff)], "text": [f"cutoff: {fmt.plural(settings.retention_days, 'day')}"]})
+rule = alt.Chart(marker).mark_rule(color="#1c2430", strokeDash=[6, 4], size=2).encode(x=alt.X("cutoff:T", scale=x_scale))
+label = (
+    alt.Chart(marker)
+    .mark_text(align="left", dx=6, fontWeight="bold", color="#1c2430")
+    .encode(x=alt.X("cutoff:T", scale=x_scale), y=alt.value(8), text="text:N")
+)
+st.altair_chart((bars + rule + label).properties(height=320), width="stretch")
+
+st.subheader("Rows by age")
+cols = st.columns(len(s.buckets))
+for col, bucket in zip(cols, s.buckets, strict=True):
+    col.metric(bucket.label, fmt.count(bucket.rows), fmt.share(bucket.rows, s.total_rows), delta_color="off",
+               delta_arrow="off", border=True)
+
+if st.button("Refresh counts", icon=":material/refresh:", key="refresh_stats"):
+    clear_caches()
+    st.rerun()

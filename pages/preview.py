@@ -1,0 +1,49 @@
+"""Preview: what a cleanup with this cutoff would archive and delete now. Changes nothing."""
+
+import pandas as pd
+import streamlit as st
+
+from core import RetentionError, estimate_backup_bytes, preview, preview_sample
+from ui import fmt
+from ui.state import settings_or_stop
+from ui.widgets import cutoff_picker
+
+settings = settings_or_stop()
+st.title("Preview")
+st.caption("Counts what a cleanup would archive and delete right now. Nothing is written or deleted here.")
+
+choice = cutoff_picker(settings)
+try:
+    p = preview(settings, **choice)
+    estimate = estimate_backup_bytes(settings, rows=p.rows_to_delete)
+    sample = preview_sample(settings, cutoff=p.cutoff, limit=10) if p.rows_to_delete else []
+except RetentionError as exc:
+    st.error(exc.one_line(), icon=":material/error:")
+    st.stop()
+
+for warning in p.warnings:
+    st.warning(warning, icon=":material/speed:")
+
+st.markdown(f"Cutoff: rows of **{p.table}** created before **{fmt.ts(p.cutoff, seconds=True)}**")
+c1, c2, c3 = st.columns(3)
+c1.metric("Rows to archive and delete", fmt.count(p.rows_to_delete), border=True)
+c2.metric("Share of the table", fmt.share(p.rows_to_delete, p.total_rows), border=True,
+          help=f"of {fmt.count(p.total_rows)} rows")
+c3.metric("Estimated backup size", fmt.human_bytes(estimate), border=True,
+          help="gzip-compressed CSV; estimated from the average size of the oldest rows.")
+c4, c5, c6 = st.columns(3)
+c4.metric("Oldest affected", fmt.day(p.oldest), border=True, help=fmt.ts(p.oldest, seconds=True))
+c5.metric("Newest affected", fmt.day(p.newest), border=True, help=fmt.ts(p.newest, seconds=True))
+c6.metric("Rows kept", fmt.count(p.total_rows - p.rows_to_delete), border=True)
+
+if not p.rows_to_delete:
+    st.info("No row is older than this cutoff: a cleanup now would have nothing to do.", icon=":material/check:")
+    st.stop()
+
+st.subheader("Sample of affected rows")
+st.caption(f"The {fmt.plural(len(sample), 'oldest row')} that would go; long text is shortened to 120 characters.")
+rows = pd.DataFrame(sample)
+first = [c for c in (rows.columns[0], settings.timestamp_column) if c in rows.columns]
+st.dataframe(rows, hide_index=True, width="stretch", column_order=[*first, *(c for c in rows.columns if c not in first)])
+
+st.page_link("pages/run_cleanup.py", label="Continue to Run Cleanup with this cutoff", icon=":material/arrow_forward:")

@@ -1,0 +1,145 @@
+"""Run Cleanup: archive, verify, delete, record and report, after a confirmation.
+
+The run uses exactly the cutoff the confirmation showed, and runs in a worker
+thread (ui.jobs) so that leaving the page does not interrupt it.
+"""
+
+import streamlit as st
+
+from core import RetentionError, Settings, cleanup_running, preview
+from ui import fmt, jobs
+from ui.data import clear_caches
+from ui.state import settings_or_stop
+from ui.widgets import cutoff_picker
+
+JOB, PENDING = "cleanup_job", "pending_run"
+
+
+def _confirm(settings: Settings) -> None:
+    pending = st.session_state.pop(PENDING, None)
+    if pending:
+        st.session_state[JOB] = jobs.start(settings, cutoff=pending["cutoff"], dry_run=pending["dry_run"],
+                                           rows_expected=pending["rows"])
+
+
+def _cancel() -> None:
+    st.session_state.pop(PENDING, None)
+
+
+@st.dialog("Confirm cleanup", width="medium")
+def confirm_dialog(settings: Settings) -> None:
+    pending = st.session_state.get(PENDING)
+    if not pending:  # confirmed or cancelled: close the dialog with a full rerun
+        st.rerun()
+    cutoff, rows = fmt.ts(pending["cutoff"], seconds=True), fmt.count(pending["rows"])
+    if pending["dry_run"]:
+        st.markdown(f"**Dry run** on **{pending['table']}**: counts the rows created before **{cutoff}** "
+                    f"(now {rows}) and records the dry run in the history. Nothing is written or deleted.")
+        label = "Run the dry run"
+    else:
+        st.markdown(f"Archive **{rows} rows** of **{pending['table']}** created before **{cutoff}** into a "
+                    f"backup in `{settings.backup_dir}`, verify it, then **delete** exactly those rows "
+                    f"and report to Slack.")
+        label = f"Archive and delete {rows} rows"
+    left, right = st.columns(2)
+    left.button(label, type="primary", key="confirm_run", on_click=_confirm, args=(settings,), width="stretch")
+    right.button("Cancel", key="cancel_run", on_click=_cancel, width="stretch")
+
+
+def _label(job: jobs.CleanupJob) -> str:
+    if job.dry_run:
+        return "Counting the rows older than the cutoff…"
+    if not job.rows_total:
+        return "Taking the cleanup lock and opening the backup…"
+    return f"{fmt.count(job.rows_done)} of {fmt.count(job.rows_total)} rows archived and deleted"
+
+
+def show_progress(job: jobs.CleanupJob) -> None:
+    bar = st.progress(job.fraction, text=_label(job))
+    while not job.done.wait(0.25):
+        bar.progress(job.fraction, text=_label(job))
+    bar.empty()
+
+
+def show_summary(job: jobs.CleanupJob) -> None:
+    r = job.result
+    if r is None:
+        st.error(f"The cleanup did not run: {job.error}", icon=":material/error:")
+    elif r.status == "success":
+        st.success(f"Cleanup finished: {fmt.count(r.rows_deleted)} rows of {r.table} created before "
+                   f"{fmt.ts(r.cutoff, seconds=True)} were archived, verified and deleted.", icon=":material/check_circle:")
+    elif r.status == "dry_run":
+        st.info(f"Dry run finished: {fmt.count(r.rows_matched)} rows of {r.table} are older than "
+                f"{fmt.ts(r.cutoff, seconds=True)}. Nothing was changed.", icon=":material/search:")
+    elif r.status == "nothing_to_do":
+        st.info(f"Nothing to do: no row of {r.table} is older than {fmt.ts(r.cutoff, seconds=True)}.",
+                icon=":material/check:")
+    else:
+        st.error(f"Cleanup {r.status}: {r.error or 'see History'}. Rows already deleted are in a backup that "
+                 "verifies against its manifest.", icon=":material/error:")
+    if r is None or r.status == "dry_run":
+        return
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Rows archived", fmt.count(r.rows_archived), border=True)
+    c2.metric("Rows deleted", fmt.count(r.rows_deleted), border=True)
+    c3.metric("Duration", fmt.duration(r.duration_s), border=True)
+    if r.backup_file:
+        st.markdown(f"**Backup file:** `{fmt.file_name(r.backup_file)}` ({fmt.human_bytes(r.backup_bytes)})")
+        st.markdown("**SHA-256:**")
+        st.code(r.sha256 or "—", language=None)
+    slack = f"**Slack report:** {fmt.notification(r.notification)}" + (
+        f" — {r.notification_detail}" if r.notification_detail else "")
+    if r.notification == "failed":
+        st.warning(slack + "\n\nThe cleanup itself is complete; the failure is recorded in History.",
+                   icon=":material/notifications_off:")
+    else:
+        st.markdown(slack)
+    if r.recovered_runs:
+        st.info(f"Also recovered {fmt.plural(len(r.recovered_runs), 'interrupted run')}: "
+                + ", ".join(r.recovered_runs), icon=":material/healing:")
+
+
+settings = settings_or_stop()
+st.title("Run Cleanup")
+
+job = st.session_state.get(JOB)
+if job is not None:
+    heading = st.empty()
+    if job.running:
+        heading.subheader("Cleanup running…")
+        show_progress(job)
+    heading.subheader("Dry run" if job.dry_run else "Last cleanup from this browser")
+    if not job.caches_cleared:
+        clear_caches()
+        job.caches_cleared = True
+    show_summary(job)
+    st.button("Dismiss", key="dismiss_run", on_click=lambda: st.session_state.pop(JOB, None))
+    st.page_link("pages/history.py", label="See it in History", icon=":material/history:")
+    st.divider()
+
+try:
+    busy = cleanup_running(settings)
+except RetentionError as exc:
+    st.error(exc.one_line(), icon=":material/error:")
+    st.stop()
+if busy:
+    st.warning(f"A cleanup of {settings.table} is running right now (started from the command line, the HTTP "
+               "trigger or another browser). This page will not start another until it has finished.",
+               icon=":material/lock_clock:")
+    for other in jobs.running_jobs():
+        st.progress(other.fraction, text=f"Dashboard run {other.run_id[:8]}: {_label(other)}")
+    st.button("Check again", key="check_again", icon=":material/refresh:")
+    st.stop()
+
+choice = cutoff_picker(settings)
+dry_run = st.toggle("Dry run: count only, write and delete nothing", key="dry_run")
+try:
+    p = preview(settings, **choice)
+except RetentionError as exc:
+    st.error(exc.one_line(), icon=":material/error:")
+    st.stop()
+st.markdown(f"**{fmt.count(p.rows_to_delete)}** of {fmt.count(p.total_rows)} rows of **{p.table}** are older "
+            f"than **{fmt.ts(p.cutoff, seconds=True)}**.")
+if st.button("Run Cleanup", type="primary", key="run_cleanup", icon=":material/delete_sweep:"):
+    st.session_state[PENDING] = {"cutoff": p.cutoff, "rows": p.rows_to_delete, "dry_run": dry_run, "table": p.table}
+    confirm_dialog(settings)

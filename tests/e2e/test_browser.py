@@ -1,0 +1,193 @@
+"""End to end in headless Chromium: sign in, chart, preview, Run Cleanup, download the backup.
+
+Starts ``streamlit run dashboard.py`` on a free port against a SQLite demo database
+and drives Debian's ``/usr/bin/chromium`` with Playwright (never a downloaded
+browser). With ``LRC_SCREENSHOTS=1`` it also writes docs/screenshots/*.png, the
+README's pictures of every page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from core import demo_data, load_settings, preview
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PASSWORD = "e2e-password-not-secret"
+SHOTS = ROOT / "docs" / "screenshots"
+TAKE_SHOTS = os.environ.get("LRC_SCREENSHOTS") == "1"
+
+pytestmark = pytest.mark.e2e
+
+
+def _need_chromium() -> None:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true requires {CHROMIUM} (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); browser test skipped")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    """The dashboard on a SQLite demo database; yields (base URL, settings); stopped afterwards."""
+    _need_chromium()
+    settings = load_settings(
+        {"database_url": f"sqlite:///{tmp_path / 'e2e.db'}", "backup_dir": str(tmp_path / "backups"),
+         "batch_size": 100},
+        environ={}, env_file=None,
+    )
+    demo_data(settings, rows=2000, days=90, seed=11)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DATABASE_", "LOG_", "BACKUP_"))}
+    env.update(DATABASE_URL=settings.database_url, BACKUP_DIR=settings.backup_dir, CLEANUP_BATCH_SIZE="100",
+               DASHBOARD_PASSWORD=PASSWORD, PYTHONPATH=str(ROOT))
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
+         "--server.headless", "true", "--server.address", "localhost"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    base = f"http://localhost:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the dashboard did not start:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield base, settings
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _shot(page, name: str) -> None:
+    """docs/screenshots/NAME.png of the whole page (the main area scrolls inside the window)."""
+    if not TAKE_SHOTS:
+        return
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(800)  # let charts and fonts settle
+    size = page.viewport_size
+    height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 0")
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], min(int(height), 4000))})
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+    page.set_viewport_size(size)
+
+
+def _metric(page, label: str):
+    return page.locator('[data-testid="stMetric"]').filter(has_text=label).locator('[data-testid="stMetricValue"]')
+
+
+def _open(page, title: str) -> None:
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title).click()
+    page.get_by_role("heading", name=title, level=1).wait_for()
+
+
+def test_sign_in_preview_run_cleanup_and_download_the_verified_backup(server, tmp_path: Path):
+    from playwright.sync_api import expect, sync_playwright
+
+    base, settings = server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1360, "height": 900}, accept_downloads=True)
+            page.set_default_timeout(30_000)
+            # a fresh server, a deep link: still nothing but the sign-in form until the password is given
+            page.goto(f"{base}/overview")
+            password = page.get_by_label("Password", exact=True)
+            password.wait_for()
+            page.wait_for_timeout(1000)
+            assert page.locator('[data-testid="stMetric"]').count() == 0
+            assert "Total rows" not in page.content()
+            password.fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+
+            # Overview: counts and the rows-per-day chart with the cutoff rule
+            page.get_by_role("heading", name="Overview", level=1).wait_for()
+            expect(_metric(page, "Total rows")).to_have_text("2,000")
+            expect(page.locator(".vega-embed").first).to_be_visible()
+            expect(page.locator(".vega-embed canvas, .vega-embed svg").first).to_be_visible()
+            _shot(page, "overview")
+
+            # Preview a cutoff of 45 days: the page's count is core's count
+            _open(page, "Preview")
+            days = page.get_by_label("Archive and delete rows older than (days)", exact=True)
+            days.fill("45")
+            days.press("Enter")
+            expected = preview(settings, retention_days=45).rows_to_delete
+            expect(_metric(page, "Rows to archive and delete")).to_have_text(f"{expected:,}")
+            expect(page.locator('[data-testid="stDataFrame"]')).to_be_visible()
+            _shot(page, "preview")
+
+            # Run Cleanup with the same cutoff, confirm in the dialog, watch it finish
+            page.get_by_role("link", name="Continue to Run Cleanup with this cutoff").click()
+            page.get_by_role("heading", name="Run Cleanup", level=1).wait_for()
+            expect(page.get_by_label("Archive and delete rows older than (days)", exact=True)).to_have_value("45")
+            page.get_by_role("button", name="Run Cleanup").click()
+            dialog = page.get_by_role("dialog")
+            expect(dialog).to_contain_text(f"Archive {expected:,} rows")
+            _shot(page, "run-cleanup-confirm")
+            dialog.get_by_role("button", name=f"Archive and delete {expected:,} rows").click()
+            expect(page.get_by_text("Cleanup finished")).to_be_visible(timeout=60_000)
+            expect(_metric(page, "Rows deleted")).to_have_text(f"{expected:,}")
+            _shot(page, "run-cleanup-done")
+
+            # Backups: download the new file; its bytes hash to the manifest's sha256
+            _open(page, "Backups")
+            manifests = sorted(Path(settings.backup_dir).glob("*.manifest.json"))
+            assert len(manifests) == 1
+            manifest = json.loads(manifests[0].read_text())
+            assert manifest["rows"] == expected
+            data_name = manifests[0].name.replace(".manifest.json", ".csv.gz")
+            expect(page.get_by_role("combobox", name="Backup")).to_have_value(data_name)
+            page.get_by_role("button", name="Verify").click()
+            expect(page.get_by_text(f"{data_name} verifies")).to_be_visible()
+            _shot(page, "backups")
+            with page.expect_download() as info:
+                page.get_by_role("button", name="Download backup").click()
+            download = info.value
+            saved = tmp_path / download.suggested_filename
+            download.save_as(saved)
+            assert saved.name == data_name
+            assert hashlib.sha256(saved.read_bytes()).hexdigest() == manifest["sha256"]
+
+            # History and Settings, for the record (and the screenshots)
+            _open(page, "History")
+            expect(page.locator('[data-testid="stDataFrame"]')).to_be_visible()
+            _shot(page, "history")
+            _open(page, "Settings")
+            expect(page.get_by_text("Connected to:")).to_be_visible()
+            assert PASSWORD not in page.content()
+            _shot(page, "settings")
+        finally:
+            browser.close()

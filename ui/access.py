@@ -1,0 +1,162 @@
+"""Who may see the dashboard. Called by the router before any page is registered.
+
+In order: an ``[auth]`` section in ``st.secrets`` means OIDC with ``st.login``
+(optionally narrowed by ``[access] allowed_emails`` / ``allowed_domains``); else
+``DASHBOARD_PASSWORD`` (constant-time comparison, a failed attempt says only that
+it failed); else the dashboard opens only when the server listens on localhost,
+with a warning. Anything else shows nothing but the refusal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import streamlit as st
+
+from core import RetentionError
+
+from .state import get_settings, raw_password, secrets_dict
+
+log = logging.getLogger(__name__)
+
+LOCAL_ADDRESSES = ("localhost", "127.0.0.1", "::1")
+_AUTHED = "_lrc_password_ok"  # session key: a digest of the password this session proved
+FAILED_DELAY_S = 0.5  # slows guessing; the same for every failure
+
+
+def server_is_local() -> bool:
+    """True when the server listens on a loopback address only (unset means all interfaces)."""
+    return str(st.get_option("server.address") or "") in LOCAL_ADDRESSES
+
+
+def auth_section() -> Mapping[str, Any] | None:
+    section = secrets_dict().get("auth")
+    return section if isinstance(section, Mapping) and section else None
+
+
+def configured_password() -> str | None:
+    try:
+        return get_settings().dashboard_password
+    except RetentionError:  # bad settings still have to be gated; the page shows the error after
+        return raw_password()
+
+
+def access_mode() -> str:
+    """``oidc`` | ``password`` | ``local`` (no auth, localhost) | ``refused`` (no auth, not localhost)."""
+    if auth_section():
+        return "oidc"
+    if configured_password():
+        return "password"
+    return "local" if server_is_local() else "refused"
+
+
+def require_access() -> str:
+    """Return the access mode when this session may see the dashboard; otherwise render the gate and stop."""
+    mode = access_mode()
+    if mode == "oidc":
+        _oidc_gate()
+    elif mode == "password":
+        _password_gate(configured_password() or "")
+    elif mode == "refused":
+        st.title("Log Retention Console")
+        st.error(
+            "Access is not configured, and this server is not bound to localhost: nothing is shown. "
+            "Set DASHBOARD_PASSWORD or an [auth] section in .streamlit/secrets.toml, "
+            "or run with server.address = \"localhost\".",
+            icon=":material/lock:",
+        )
+        st.stop()
+    else:
+        st.sidebar.warning(
+            "No login is configured: anyone who can reach this machine's localhost can use this "
+            "dashboard. Set DASHBOARD_PASSWORD before exposing it.",
+            icon=":material/lock_open:",
+        )
+    return mode
+
+
+def session_allowed() -> bool:
+    """Whether this session passed the gate, without rendering anything (each page checks it again)."""
+    mode = access_mode()
+    if mode == "oidc":
+        email = st.user.get("email")
+        return _logged_in() and _allowed(email if isinstance(email, str) else None)
+    if mode == "password":
+        proved = st.session_state.get(_AUTHED)
+        return bool(proved) and hmac.compare_digest(proved, _digest(configured_password() or ""))
+    return mode == "local"
+
+
+def _digest(password: str) -> str:
+    return hashlib.sha256(b"lrc-session\x00" + password.encode()).hexdigest()
+
+
+def _password_gate(expected: str) -> None:
+    proved = st.session_state.get(_AUTHED)
+    if proved and hmac.compare_digest(proved, _digest(expected)):
+        st.sidebar.button("Sign out", key="sign_out", icon=":material/logout:", on_click=_sign_out)
+        return
+    _, middle, _ = st.columns([1, 2, 1])
+    with middle:
+        st.title("Log Retention Console")
+        with st.form("sign_in", clear_on_submit=True, border=True):
+            typed = st.text_input("Password", type="password", key="login_password")
+            submitted = st.form_submit_button("Sign in", type="primary", key="sign_in_button")
+        if submitted:
+            if typed and hmac.compare_digest(typed.encode(), expected.encode()):
+                st.session_state[_AUTHED] = _digest(expected)
+                st.rerun()
+            time.sleep(FAILED_DELAY_S)
+            log.warning("dashboard: failed sign-in attempt")
+            st.error("Sign-in failed.", icon=":material/block:")
+    st.stop()
+
+
+def _sign_out() -> None:
+    st.session_state.pop(_AUTHED, None)
+
+
+def _logged_in() -> bool:
+    return st.user.get("is_logged_in") is True
+
+
+def _providers(auth: Mapping[str, Any]) -> list[str | None]:
+    named = [k for k, v in auth.items() if isinstance(v, Mapping)]
+    return [None] if "client_id" in auth or not named else named
+
+
+def _allowed(email: str | None) -> bool:
+    rules = secrets_dict().get("access")
+    if not isinstance(rules, Mapping):
+        return True
+    emails = {str(e).lower() for e in rules.get("allowed_emails", [])}
+    domains = {str(d).lower().lstrip("@") for d in rules.get("allowed_domains", [])}
+    if not emails and not domains:
+        return True
+    email = (email or "").lower()
+    return email in emails or (bool(email) and email.rsplit("@", 1)[-1] in domains)
+
+
+def _oidc_gate() -> None:
+    auth = auth_section() or {}
+    if not _logged_in():
+        st.title("Log Retention Console")
+        st.write("Sign in to continue.")
+        for provider in _providers(auth):
+            label = "Log in" if provider is None else f"Log in with {provider.title()}"
+            st.button(label, key=f"login_{provider or 'default'}", type="primary",
+                      on_click=st.login, args=(provider,) if provider else ())
+        st.stop()
+    email = st.user.get("email")
+    if not _allowed(email if isinstance(email, str) else None):
+        st.title("Log Retention Console")
+        st.error("This account is not allowed to use this dashboard.", icon=":material/block:")
+        st.button("Log out", key="logout_refused", on_click=st.logout)
+        st.stop()
+    st.sidebar.caption(f"Signed in as {st.user.get('name') or email or 'user'}")
+    st.sidebar.button("Log out", key="logout", icon=":material/logout:", on_click=st.logout)

@@ -1,0 +1,106 @@
+"""Backup downloads: streamed through an HTTP route when the server mounts it, else a download button.
+
+``st.download_button`` (1.67) accepts bytes, a file object or a callable, but even
+the deferred callable is read into memory and stored there before the browser gets
+it: a 2 GB backup would cost 2 GB of server memory per click. When ``server.py``
+mounts :func:`routes` with ``st.App(..., routes=...)``, the Backups page links to
+``/backup-download`` instead, which streams the file from disk in 64 KiB chunks.
+
+The page can only link there after the access gate passed, so the link carries a
+signature: HMAC-SHA256 over (backup name, kind, expiry) with a key derived from
+the server's cookie secret, valid for :data:`LINK_TTL_S`. The route re-resolves the
+name inside BACKUP_DIR, so a valid link can never reach another file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import streamlit as st
+
+from core import RetentionError, resolve_backup
+from core.backups import iter_spreadsheet_safe
+
+ROUTE = "/backup-download"
+LINK_TTL_S = 15 * 60
+KINDS = ("backup", "spreadsheet")
+_MOUNTED_FLAG = "LRC_DOWNLOAD_ROUTE_MOUNTED"  # process-wide, survives Streamlit's module reloads
+
+
+def _key() -> bytes:
+    secret = str(st.get_option("server.cookieSecret") or "")
+    return hmac.new(secret.encode(), b"lrc-backup-download-v1", hashlib.sha256).digest()
+
+
+def sign(name: str, kind: str, expires: int) -> str:
+    msg = f"{name}\x00{kind}\x00{expires}".encode()
+    return hmac.new(_key(), msg, hashlib.sha256).hexdigest()
+
+
+def check(name: str, kind: str, expires: str, signature: str, *, now: float | None = None) -> bool:
+    """True for an unexpired link signed by this server."""
+    if kind not in KINDS or not expires.isdigit():
+        return False
+    if int(expires) < (time.time() if now is None else now):
+        return False
+    return hmac.compare_digest(sign(name, kind, int(expires)), signature)
+
+
+def spreadsheet_name(name: str) -> str:
+    return name.removesuffix(".csv.gz") + ".spreadsheet.csv"
+
+
+def streamed_available() -> bool:
+    return os.environ.get(_MOUNTED_FLAG) == "1"
+
+
+def link(name: str, kind: str) -> str:
+    """A signed, expiring URL of the streamed route for one backup."""
+    expires = int(time.time()) + LINK_TTL_S
+    base = "/" + str(st.get_option("server.baseUrlPath") or "").strip("/")
+    query = urlencode({"name": name, "kind": kind, "expires": expires, "sig": sign(name, kind, expires)})
+    return f"{base.rstrip('/')}{ROUTE}?{query}"
+
+
+def read_backup(settings: Any, name: str) -> bytes:
+    """The whole backup (download button fallback; resolved inside BACKUP_DIR)."""
+    return resolve_backup(settings, name).read_bytes()
+
+
+def read_spreadsheet(settings: Any, name: str) -> bytes:
+    return b"".join(iter_spreadsheet_safe(settings, name))
+
+
+def routes() -> list[Any]:
+    """The Starlette route for ``st.App(..., routes=[*routes()])``; marks streamed downloads available."""
+    from starlette.responses import FileResponse, PlainTextResponse, StreamingResponse
+    from starlette.routing import Route
+
+    from .state import build_settings
+
+    headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
+
+    async def download(request: Any) -> Any:
+        q = request.query_params
+        name, kind = q.get("name", ""), q.get("kind", "")
+        if not check(name, kind, q.get("expires", ""), q.get("sig", "")):
+            return PlainTextResponse("link expired or invalid: open the Backups page again\n", 403, headers=headers)
+        try:
+            settings = build_settings()
+            path = resolve_backup(settings, name)
+        except RetentionError as exc:
+            return PlainTextResponse(exc.one_line() + "\n", 404, headers=headers)
+        if kind == "backup":
+            return FileResponse(path, media_type="application/gzip", filename=path.name, headers=headers)
+        return StreamingResponse(
+            iter_spreadsheet_safe(settings, path), media_type="text/csv; charset=utf-8",
+            headers={**headers, "Content-Disposition": f'attachment; filename="{spreadsheet_name(path.name)}"'},
+        )
+
+    os.environ[_MOUNTED_FLAG] = "1"
+    return [Route(ROUTE, download, methods=["GET"])]

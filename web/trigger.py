@@ -1,0 +1,214 @@
+"""The HTTP trigger: thin Starlette handlers over ``core.start_cleanup`` and ``core.get_run_result``.
+
+Served by the dashboard's own process (see ``server.py``). SPEC.md, "HTTP trigger":
+
+- ``POST|GET /run-cleanup`` with ``Authorization: Bearer <CLEANUP_TRIGGER_TOKEN>`` → 202
+  ``{"run_id", "status": "started"}``; 409 while a cleanup of the table runs anywhere
+  (dashboard, CLI, another trigger: the core lock); 401 for a missing or wrong token;
+  404 when no token is configured.
+- ``GET /runs/<run_id>`` (same token) → the run as ``python -m core run --json`` prints it.
+- ``GET /healthz`` → 200 ``{"status": "ok"}``, no token, no database.
+
+The token is read only from the ``Authorization`` header (a query string ends up in
+access logs), compared in constant time, and never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+import core
+from core.models import RunResult, to_jsonable, utcnow
+from ui.state import build_settings
+
+log = logging.getLogger(__name__)
+
+# Run ids are uuid4 strings; anything else cannot be a run and is answered 404 without a query.
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+# ---------------------------------------------------------------------------
+# Runs started by this process
+
+
+@dataclass
+class StartedRun:
+    """A run this process started; ``outcome`` is set by the background thread when it ends."""
+
+    started_at: datetime = field(default_factory=utcnow)
+    outcome: RunResult | BaseException | None = None
+
+    def finish(self, outcome: RunResult | BaseException) -> None:
+        """``on_done`` of ``core.start_cleanup`` (a crash is logged by the core itself)."""
+        self.outcome = outcome
+        if isinstance(outcome, RunResult):
+            log.info("HTTP-triggered run %s finished: %s, %d rows deleted, Slack %s", outcome.run_id,
+                     outcome.status, outcome.rows_deleted, outcome.notification)
+
+
+class RunRegistry:
+    """The last ``limit`` runs started over HTTP by this process (thread-safe).
+
+    The history table is the record; this answers for our own runs while they run
+    (before their history row exists, and without a query per poll) and keeps each
+    finished run's RunResult exactly as the core returned it.
+    """
+
+    def __init__(self, limit: int = 200) -> None:
+        self._runs: OrderedDict[str, StartedRun] = OrderedDict()
+        self._lock = threading.Lock()
+        self.limit = limit
+
+    def add(self, run_id: str, run: StartedRun) -> None:
+        with self._lock:
+            self._runs[run_id] = run
+            while len(self._runs) > self.limit:
+                self._runs.popitem(last=False)
+
+    def get(self, run_id: str) -> StartedRun | None:
+        with self._lock:
+            return self._runs.get(run_id)
+
+
+registry = RunRegistry()
+
+
+# ---------------------------------------------------------------------------
+# Settings and authentication
+
+
+def current_settings() -> core.Settings:
+    """The dashboard's settings (built-in < .env < environment < st.secrets), read per request.
+
+    The same loader as the pages (``ui.state.build_settings``): the trigger lives in the
+    dashboard's process and must never see another database than the pages do.
+    """
+    return build_settings()
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header, else None. Never the query string."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    value = value.strip()
+    return value if scheme.lower() == "bearer" and value else None
+
+
+def token_matches(given: str | None, expected: str) -> bool:
+    """Constant-time comparison (only the lengths may leak, as with any such check)."""
+    return given is not None and hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def _json(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(payload, status_code=status, headers={**_NO_STORE, **(headers or {})})
+
+
+def _guard(request: Request) -> tuple[core.Settings | None, JSONResponse | None]:
+    """Settings of an authenticated request, or the response refusing it (500/404/401)."""
+    try:
+        settings = current_settings()
+    except core.BadSetting as exc:
+        # Not authenticated yet (we cannot read the token): details go to the log only.
+        log.error("HTTP trigger refused a request: bad configuration: %s", exc.one_line())
+        return None, _json(500, {"error": "the server's configuration is invalid; see its log"})
+    if not settings.cleanup_trigger_token:
+        return None, _json(404, {"error": "the HTTP trigger is disabled (CLEANUP_TRIGGER_TOKEN is not set)"})
+    if not token_matches(bearer_token(request), settings.cleanup_trigger_token):
+        hint = ("; send the token in the Authorization header, never in the URL"
+                if any("token" in k.lower() for k in request.query_params) else "")
+        log.warning("HTTP trigger: refused %s %s from %s: missing or wrong token", request.method,
+                    request.url.path, _client(request))
+        return None, _json(401, {"error": "missing or wrong bearer token" + hint},
+                           {"WWW-Authenticate": 'Bearer realm="log-retention"'})
+    return settings, None
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+def _error(exc: core.RetentionError) -> JSONResponse:
+    """A refused start or lookup as one JSON line: 409 lock, 503 database, else 500."""
+    if isinstance(exc, core.LockHeld):
+        return _json(409, {"status": "already_running", "error": exc.one_line()})
+    if isinstance(exc, core.DatabaseUnavailable):
+        return _json(503, {"error": exc.one_line()})
+    return _json(500, {"error": exc.one_line()})
+
+
+# ---------------------------------------------------------------------------
+# Handlers (sync ones run in Starlette's thread pool: the core does blocking I/O)
+
+
+async def healthz(request: Request) -> JSONResponse:
+    """200 without a token; touches no settings and no data (for host health checks and wake-ups)."""
+    return _json(200, {"status": "ok"})
+
+
+def run_cleanup(request: Request) -> JSONResponse:
+    """Start a cleanup in the background (trigger ``http``); answer at once."""
+    if request.method == "HEAD":  # Starlette adds HEAD to GET routes; it must not delete anything
+        return _json(405, {"error": "use POST (or GET)"}, {"Allow": "GET, POST"})
+    settings, refused = _guard(request)
+    if refused:
+        return refused
+    assert settings is not None
+    run = StartedRun()
+    try:
+        run_id = core.start_cleanup(settings, trigger="http", on_done=run.finish)
+    except core.RetentionError as exc:
+        log.info("HTTP trigger from %s: not started: %s", _client(request), exc.one_line())
+        return _error(exc)
+    registry.add(run_id, run)
+    log.info("HTTP trigger from %s: started cleanup run %s", _client(request), run_id)
+    return _json(202, {"run_id": run_id, "status": "started", "status_url": f"/runs/{run_id}"},
+                 {"Location": f"/runs/{run_id}"})
+
+
+def run_status(request: Request) -> JSONResponse:
+    """One run (any trigger) as ``run --json`` prints it; ``{"status": "running"}`` until it ends.
+
+    Runs started by this process are answered from the registry (they may have no
+    history row yet); others, e.g. from the CLI or before a restart, from the history.
+    """
+    settings, refused = _guard(request)
+    if refused:
+        return refused
+    assert settings is not None
+    run_id = request.path_params["run_id"]
+    if not _RUN_ID.fullmatch(run_id):
+        return _json(404, {"error": "no run with this id"})
+    mine = registry.get(run_id)
+    if mine is not None and not isinstance(mine.outcome, BaseException):
+        return _json(200, _started_run_json(run_id, mine))  # started here: no query while it runs
+    try:
+        result = core.get_run_result(settings, run_id)
+    except core.RetentionError as exc:
+        return _error(exc)
+    if result is not None:
+        return _json(200, to_jsonable(result))
+    if mine is not None:  # crashed before it wrote a history row
+        return _json(200, _started_run_json(run_id, mine))
+    return _json(404, {"error": "no run with this id"})
+
+
+def _started_run_json(run_id: str, run: StartedRun) -> dict[str, Any]:
+    """A run of this process: its RunResult once done (exactly what run --json prints), else a stub."""
+    outcome = run.outcome
+    if isinstance(outcome, RunResult):
+        return to_jsonable(outcome)
+    stub = {"run_id": run_id, "status": "running", "trigger": "http", "started_at": to_jsonable(run.started_at)}
+    if outcome is not None:  # crashed (the core logged why)
+        message = outcome.one_line() if isinstance(outcome, core.RetentionError) else type(outcome).__name__
+        stub.update(status="failed", error=message)
+    return stub
