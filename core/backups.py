@@ -21,7 +21,7 @@ from .archive import (
     scan_file,
 )
 from .config import Settings
-from .db import TableInfo, check_connection, describe_table, quote
+from .db import LockedConnection, TableInfo, check_connection, describe_table, quote
 from .errors import BackupMismatch, BackupNotFound, RestoreError
 from .models import BackupInfo, RestoreResult, VerifyResult
 from .timefmt import csv_to_sqlite, detect_sqlite_format, parse_db_timestamp
@@ -134,8 +134,8 @@ def restore_backup(settings: Settings, name: str | Path) -> RestoreResult:
     """Insert a backup's rows back into the table; rows whose key is present are skipped.
 
     The backup is verified first and must be of this table with the same columns.
-    Runs in one transaction: on any error the table is unchanged. Raises
-    BackupNotFound, BackupMismatch, RestoreError.
+    Runs in one transaction, holding the cleanup lock: on any error the table is
+    unchanged. Raises BackupNotFound, BackupMismatch, RestoreError, LockHeld.
     """
     t0 = time.monotonic()
     path = resolve_backup(settings, name)
@@ -152,10 +152,17 @@ def restore_backup(settings: Settings, name: str | Path) -> RestoreResult:
     v = verify_backup(settings, path)
     if not v.ok:
         raise BackupMismatch(str(path), "the backup", "matching its manifest", v.problem)
-    if info.dialect == "postgresql":
-        restored = _restore_pg(engine, info, path)
-    else:
-        restored = _restore_sqlite(engine, info, path)
+    # Restores and cleanups exclude each other: a cleanup running meanwhile could
+    # archive restored rows a second time.
+    locked = LockedConnection(settings, engine)
+    try:
+        locked.lock()
+        if info.dialect == "postgresql":
+            restored = _restore_pg(engine, locked.dbapi, info, path)
+        else:
+            restored = _restore_sqlite(engine, locked.dbapi, info, path)
+    finally:
+        locked.close()
     result = RestoreResult(str(path), info.display_name, v.rows, restored, v.rows - restored,
                            round(time.monotonic() - t0, 3))
     log.info("restored %d rows of %s into %s (%d already present)", restored, path.name, info.display_name,
@@ -163,13 +170,11 @@ def restore_backup(settings: Settings, name: str | Path) -> RestoreResult:
     return result
 
 
-def _restore_pg(engine: Any, info: TableInfo, path: Path) -> int:
+def _restore_pg(engine: Any, conn: Any, info: TableInfo, path: Path) -> int:
     q = lambda n: quote(engine, n)  # noqa: E731
     table = f"{q(info.schema)}.{q(info.name)}" if info.schema else q(info.name)
     cols = ", ".join(q(c) for c in info.column_names)
-    raw = engine.raw_connection()
     try:
-        conn = raw.driver_connection
         with conn.cursor() as cur:
             cur.execute("SET LOCAL TIME ZONE 'UTC'")
             cur.execute(f"CREATE TEMP TABLE _retention_restore (LIKE {table}) ON COMMIT DROP")
@@ -185,25 +190,19 @@ def _restore_pg(engine: Any, info: TableInfo, path: Path) -> int:
         conn.commit()
         return int(restored)
     except Exception as exc:
-        raw.driver_connection.rollback()
+        conn.rollback()
         if isinstance(exc, (OSError, ValueError, EOFError)):
             raise RestoreError(f"{path.name}: {exc}") from None
         raise RestoreError(f"{path.name}: {' '.join(str(getattr(exc, 'pgerror', None) or exc).split())}") from None
-    finally:
-        raw.close()
 
 
-def _restore_sqlite(engine: Any, info: TableInfo, path: Path) -> int:
+def _restore_sqlite(engine: Any, conn: Any, info: TableInfo, path: Path) -> int:
     q = lambda n: quote(engine, n)  # noqa: E731
     table = q(info.name)
     cols = ", ".join(q(c) for c in info.column_names)
     marks = ", ".join("?" for _ in info.column_names)
     ts_i = info.column_index(info.timestamp_column)
     blobs = [i for i, c in enumerate(info.columns) if c.is_blob]
-    raw = engine.raw_connection()
-    conn = raw.driver_connection
-    raw.detach()
-    conn.isolation_level = None
     try:
         fmt = detect_sqlite_format(conn, table, q(info.timestamp_column), full=False)
         conn.execute("BEGIN IMMEDIATE")
@@ -237,5 +236,3 @@ def _restore_sqlite(engine: Any, info: TableInfo, path: Path) -> int:
         if isinstance(exc, RestoreError):
             raise
         raise RestoreError(f"{path.name}: {' '.join(str(exc).split())}") from None
-    finally:
-        raw.close()

@@ -30,13 +30,11 @@ from .backup_files import (
 )
 from .config import Settings
 from .db import (
-    SqliteFileLock,
+    LockedConnection,
     TableInfo,
     check_connection,
     describe_table,
     get_engine,
-    lock_key,
-    pg_try_lock,
     quote,
 )
 from .errors import BadSetting, LockHeld, RetentionError
@@ -49,36 +47,6 @@ from .timefmt import SqliteTsFormat, as_utc, detect_sqlite_format, resolve_cutof
 log = logging.getLogger(__name__)
 
 TRIGGERS = ("cli", "dashboard", "http", "test")
-
-
-class _RunConnection:
-    """A DB-API connection of the run's own, outside the pool, holding the cleanup lock."""
-
-    def __init__(self, settings: Settings, engine: Engine) -> None:
-        self.settings, self.engine = settings, engine
-        raw = engine.raw_connection()
-        self.dbapi: Any = raw.driver_connection
-        raw.detach()  # closing it really closes it, and with it any session lock
-        self._raw = raw
-        self._file_lock: SqliteFileLock | None = None
-        if engine.dialect.name == "sqlite":
-            self.dbapi.isolation_level = None  # we issue BEGIN IMMEDIATE / COMMIT ourselves
-
-    def lock(self) -> None:
-        """Take the table's cleanup lock or raise LockHeld."""
-        if self.engine.dialect.name == "sqlite":
-            self._file_lock = SqliteFileLock(self.settings)
-            self._file_lock.acquire()
-        elif not pg_try_lock(self.dbapi, lock_key(self.settings)):
-            raise LockHeld(self.settings.table)
-
-    def close(self) -> None:
-        try:
-            self._raw.close()  # ends the session: PostgreSQL drops the advisory lock
-        except Exception:
-            log.debug("closing the run connection failed", exc_info=True)
-        if self._file_lock:
-            self._file_lock.release()
 
 
 def run_cleanup(
@@ -123,7 +91,7 @@ def run_cleanup(
         log.info("dry run: %d rows of %s older than %s", p.rows_to_delete, info.display_name, the_cutoff)
         return result
 
-    conn = _RunConnection(settings, engine)
+    conn = LockedConnection(settings, engine)
     try:
         conn.lock()
     except BaseException:
@@ -158,7 +126,7 @@ def start_cleanup(
     info = describe_table(settings, engine)
     backup_dir = prepare_backup_dir(settings)
     run_id = str(uuid.uuid4())
-    conn = _RunConnection(settings, engine)
+    conn = LockedConnection(settings, engine)
     try:
         conn.lock()
     except BaseException:
@@ -182,7 +150,7 @@ def start_cleanup(
 
 
 def _locked_run(
-    settings: Settings, conn: _RunConnection, engine: Engine, info: TableInfo, backup_dir: Path, run_id: str,
+    settings: Settings, conn: LockedConnection, engine: Engine, info: TableInfo, backup_dir: Path, run_id: str,
     cutoff: datetime, trigger: str, started: datetime, t0: float, batch_size: int, progress: Progress | None,
     notify: bool,
 ) -> RunResult:
@@ -206,7 +174,7 @@ def _locked_run(
 
 
 def _archive_and_delete(
-    settings: Settings, conn: _RunConnection, engine: Engine, info: TableInfo, backup_dir: Path,
+    settings: Settings, conn: LockedConnection, engine: Engine, info: TableInfo, backup_dir: Path,
     run_id: str, cutoff: datetime, trigger: str, started: datetime, t0: float, batch_size: int,
     progress: Progress | None,
 ) -> RunResult:
@@ -436,7 +404,7 @@ def list_history(settings: Settings, *, limit: int = 100) -> list[RunResult]:
     history.ensure_history(engine, schema)
     rows = history.list_runs(engine, schema, settings.table, limit=limit)
     if any(r["status"] == "running" for r in rows):
-        conn = _RunConnection(settings, engine)
+        conn = LockedConnection(settings, engine)
         try:
             conn.lock()
             recover_interrupted(settings, engine=engine)

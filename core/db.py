@@ -262,3 +262,36 @@ def cleanup_running(settings: Settings) -> bool:
         return True
     finally:
         raw.close()
+
+
+class LockedConnection:
+    """A DB-API connection of its own, outside the pool, that can hold the cleanup lock.
+
+    Used by cleanups and restores; ``close()`` releases the lock.
+    """
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings, self.engine = settings, engine
+        raw = engine.raw_connection()
+        self.dbapi: Any = raw.driver_connection
+        raw.detach()  # closing it really closes it, and with it any session lock
+        self._raw = raw
+        self._file_lock: SqliteFileLock | None = None
+        if engine.dialect.name == "sqlite":
+            self.dbapi.isolation_level = None  # we issue BEGIN IMMEDIATE / COMMIT ourselves
+
+    def lock(self) -> None:
+        """Take the table's cleanup lock or raise LockHeld."""
+        if self.engine.dialect.name == "sqlite":
+            self._file_lock = SqliteFileLock(self.settings)
+            self._file_lock.acquire()
+        elif not pg_try_lock(self.dbapi, lock_key(self.settings)):
+            raise LockHeld(self.settings.table)
+
+    def close(self) -> None:
+        try:
+            self._raw.close()  # ends the session: PostgreSQL drops the advisory lock
+        except Exception:
+            log.debug("closing the run connection failed", exc_info=True)
+        if self._file_lock:
+            self._file_lock.release()

@@ -168,3 +168,15 @@ def test_errors_show_no_traceback_unless_debug(demo_settings):
     assert "Traceback" not in p.stderr
     d = cli(demo_settings, "run", "--table", "missing_table", "--debug")
     assert d.returncode != 0 and "Traceback" in d.stderr
+
+
+def test_restore_waits_for_no_cleanup_and_exits_3_while_one_runs(demo_settings):
+    out = json.loads(cli(demo_settings, "run", "--json", "--no-notify").stdout)
+    before = table_snapshot(demo_settings)
+    release = _hold_lock(demo_settings)
+    try:
+        p = cli(demo_settings, "restore", out["backup_file"], "--json")
+    finally:
+        release()
+    assert p.returncode == 3 and "another cleanup" in p.stderr
+    assert table_snapshot(demo_settings) == before
