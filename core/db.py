@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -251,17 +252,16 @@ def cleanup_running(settings: Settings) -> bool:
             return True
         lock.release()
         return False
-    raw = engine.raw_connection()
-    try:
-        dbapi = raw.driver_connection
-        if pg_try_lock(dbapi, lock_key(settings)):
-            with dbapi.cursor() as cur:
-                cur.execute("SELECT pg_advisory_unlock(%s)", (lock_key(settings),))
-            dbapi.commit()
-            return False
-        return True
-    finally:
-        raw.close()
+    # Read pg_locks rather than try the lock: a probe must never make a real cleanup lose.
+    k = lock_key(settings) & 0xFFFFFFFFFFFFFFFF
+    with engine.connect() as conn:
+        held = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+            "AND classid = CAST(%(hi)s AS oid) AND objid = CAST(%(lo)s AS oid) "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            {"hi": k >> 32, "lo": k & 0xFFFFFFFF},
+        ).scalar()
+    return bool(held)
 
 
 class LockedConnection:
@@ -280,13 +280,26 @@ class LockedConnection:
         if engine.dialect.name == "sqlite":
             self.dbapi.isolation_level = None  # we issue BEGIN IMMEDIATE / COMMIT ourselves
 
-    def lock(self) -> None:
-        """Take the table's cleanup lock or raise LockHeld."""
-        if self.engine.dialect.name == "sqlite":
-            self._file_lock = SqliteFileLock(self.settings)
-            self._file_lock.acquire()
-        elif not pg_try_lock(self.dbapi, lock_key(self.settings)):
-            raise LockHeld(self.settings.table)
+    def lock(self, *, patience_s: float = 1.0) -> None:
+        """Take the table's cleanup lock or raise LockHeld.
+
+        Tries for ``patience_s``: a dashboard probing ``cleanup_running`` on SQLite
+        holds the lock for microseconds and must not make a real cleanup give up.
+        """
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                if self.engine.dialect.name == "sqlite":
+                    lock = SqliteFileLock(self.settings)
+                    lock.acquire()
+                    self._file_lock = lock
+                elif not pg_try_lock(self.dbapi, lock_key(self.settings)):
+                    raise LockHeld(self.settings.table)
+                return
+            except LockHeld:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
 
     def close(self) -> None:
         try:

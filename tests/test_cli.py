@@ -180,3 +180,15 @@ def test_restore_waits_for_no_cleanup_and_exits_3_while_one_runs(demo_settings):
         release()
     assert p.returncode == 3 and "another cleanup" in p.stderr
     assert table_snapshot(demo_settings) == before
+
+
+def test_cleanup_running_sees_a_held_lock_without_taking_it(demo_settings):
+    from core import cleanup_running
+
+    assert cleanup_running(demo_settings) is False
+    release = _hold_lock(demo_settings)
+    try:
+        assert cleanup_running(demo_settings) is True
+    finally:
+        release()
+    assert cleanup_running(demo_settings) is False
