@@ -104,7 +104,7 @@ class MemberWriter:
         self._z: Any = None
         self._buf: list[bytes] = []
         self._buflen = 0
-        self._mark: tuple[int, Any] | None = None
+        self._mark: tuple[int, Any, int] | None = None  # (size, sha, records) where the member began
         self.raw_bytes = 0
         st = os.fstat(self._fd)
         self._key = (st.st_dev, st.st_ino)
@@ -117,7 +117,7 @@ class MemberWriter:
         self._vq: deque[Future[None]] = deque()  # read-back checks of written pieces
 
     def begin(self) -> None:
-        self._mark = (self.size, self.sha.copy())
+        self._mark = (self.size, self.sha.copy(), self._records)
         self._z = zlib.compressobj(self.level, zlib.DEFLATED, 31)
         self._check = _MemberCheck()
 
@@ -171,10 +171,12 @@ class MemberWriter:
         self._z = None
         os.fsync(self._fd)
         self._records += records
-        self._mark = None
+        self._register()
+        return self.size  # the mark stays: the batch's transaction may still roll back
+
+    def _register(self) -> None:
         if self._whole:
             _VERIFIED[self._key] = (self.size, self.sha.hexdigest(), self._records)
-        return self.size
 
     def _settle(self) -> None:
         """Wait for work in flight, dropping its results and errors."""
@@ -183,11 +185,15 @@ class MemberWriter:
                 q.popleft().exception()
 
     def rollback_member(self) -> None:
-        """Forget the current member: truncate back to where it began."""
+        """Forget the current member, committed or not: truncate back to where it began.
+
+        Called when the batch's transaction does not commit, also after commit_member()
+        (a failed journal update), so that a retried batch cannot leave its rows twice.
+        """
         if self._mark is None:
             return
         self._settle()
-        self.size, self.sha = self._mark
+        self.size, self.sha, self._records = self._mark
         os.ftruncate(self._fd, self.size)
         os.lseek(self._fd, self.size, os.SEEK_SET)
         os.fsync(self._fd)
@@ -196,6 +202,7 @@ class MemberWriter:
         self._z = None
         self._check = None
         self._mark = None
+        self._register()
 
     def close(self) -> None:
         self._settle()

@@ -156,22 +156,18 @@ class PostgresBatcher(Batcher):
         try:
             with conn.cursor() as cur:
                 where, args = self._where(after, None)
+                # One pass over the next batch_size old rows: the batch's last key, and the
+                # count and time span of exactly the rows in (after, hi].
                 cur.execute(
-                    f"SELECT {self.pk} FROM {self.table} WHERE {where} ORDER BY {self.pk} "
-                    f"OFFSET %s LIMIT 1",
-                    [*args, self.batch_size - 1],
+                    f"SELECT max(k), count(*), min(t), max(t) FROM (SELECT {self.pk} AS k, {self.ts} AS t "
+                    f"FROM {self.table} WHERE {where} ORDER BY {self.pk} LIMIT %s) AS b",
+                    [*args, self.batch_size],
                 )
-                row = cur.fetchone()
-                if row is None:
-                    cur.execute(f"SELECT max({self.pk}) FROM {self.table} WHERE {where}", args)
-                    row = cur.fetchone()
-                hi = row[0] if row else None
+                hi, n, lo_ts, hi_ts = cur.fetchone()
                 if hi is None:
                     conn.rollback()
                     return None
                 where, args = self._where(after, hi)
-                cur.execute(f"SELECT count(*), min({self.ts}), max({self.ts}) FROM {self.table} WHERE {where}", args)
-                n, lo_ts, hi_ts = cur.fetchone()
                 writer.begin()
                 if writer.size == 0:
                     writer.write(header_line(self.info.column_names))
@@ -249,31 +245,32 @@ class SqliteBatcher(Batcher):
         conn.execute("BEGIN IMMEDIATE")  # takes the write lock: the snapshot cannot change under us
         try:
             where, args = self._where(after, None)
-            # "+pk" keeps SQLite walking the primary key instead of sorting the timestamp index.
-            row = _one(
+            # One pass, as on PostgreSQL: last key, count and time span of the next batch.
+            # (ORDER BY pk lets SQLite walk the primary key; "+pk" would add a sort.)
+            hi, n, lo_ts, hi_ts = _one(
                 conn,
-                f"SELECT {self.pk} FROM {self.table} WHERE {where} ORDER BY +{self.pk} LIMIT 1 OFFSET ?",
-                [*args, self.batch_size - 1],
+                f"SELECT max(k), count(*), min(t), max(t) FROM (SELECT {self.pk} AS k, {self.ts} AS t "
+                f"FROM {self.table} WHERE {where} ORDER BY {self.pk} LIMIT ?)",
+                [*args, self.batch_size],
             )
-            if row is None:
-                row = _one(conn, f"SELECT max({self.pk}) FROM {self.table} WHERE {where}", args)
-            hi = row[0] if row else None
             if hi is None:
                 conn.execute("ROLLBACK")
                 return None
             where, args = self._where(after, hi)
-            n, lo_ts, hi_ts = _one(
-                conn, f"SELECT count(*), min({self.ts}), max({self.ts}) FROM {self.table} WHERE {where}", args
-            )
             writer.begin()
             if writer.size == 0:
                 writer.write(header_line(self.info.column_names))
             cur = conn.execute(f"SELECT {self.select_list} FROM {self.table} WHERE {where} ORDER BY {self.pk}", args)
             copied = 0
             encode_rows, write = self.encode_rows, writer.write
-            while rows := cur.fetchmany(500):
-                write(encode_rows(rows))
-                copied += len(rows)
+            try:
+                while rows := cur.fetchmany(500):
+                    write(encode_rows(rows))
+                    copied += len(rows)
+            finally:
+                # A statement left mid-way (a value that is not UTF-8, a failed write) keeps a read
+                # lock after ROLLBACK: nobody, not even the failure's history update, could write.
+                cur.close()
             if copied != n:
                 raise CleanupFailed(f"read {copied} rows where the snapshot counted {n}; stopped safely")
             # as on PostgreSQL: DELETE while the last pieces are compressed, commit after fsync
