@@ -204,6 +204,11 @@ class MemberWriter:
         self._mark = None
         self._register()
 
+    def member_committed(self) -> None:
+        """The batch's transaction committed: its member is final, and no later rollback may cut it
+        (a failure before the next ``begin()`` would otherwise truncate rows the database deleted)."""
+        self._mark = None
+
     def close(self) -> None:
         self._settle()
         self._zpool.shutdown()
@@ -350,7 +355,9 @@ def write_json_atomic(path: Path, payload: dict[str, Any], *, overwrite: bool = 
     data = (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:  # a write on a full disk can be short: never leave a cut manifest behind
+            view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)

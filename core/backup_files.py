@@ -128,12 +128,13 @@ def finish_backup(
         raise BackupMismatch(str(data), "row count", expected_rows, scan.rows)
     if expected_sha256 and scan.sha256 != expected_sha256:
         raise BackupMismatch(str(data), "sha256", expected_sha256, scan.sha256)
+    # The manifest first: if it cannot be written (disk full), no .csv.gz without one appears.
+    write_json_atomic(manifest, {**manifest_fields, "rows": scan.rows, "sha256": scan.sha256,
+                                 "size_bytes": scan.size_bytes}, overwrite=True)
     if data == partial:
         os.link(partial, final)  # FileExistsError instead of overwriting anything
         os.unlink(partial)
         fsync_dir(final.parent)
-    write_json_atomic(manifest, {**manifest_fields, "rows": scan.rows, "sha256": scan.sha256,
-                                 "size_bytes": scan.size_bytes}, overwrite=True)
     return final, manifest, scan
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import history
 from .archive import MemberWriter
@@ -37,7 +38,7 @@ from .db import (
     get_engine,
     quote,
 )
-from .errors import BadSetting, LockHeld, RetentionError
+from .errors import BadSetting, CleanupFailed, LockHeld, RetentionError
 from .models import Progress, RunResult, utcnow
 from .notify import notify_run
 from .purge import Journal, PostgresBatcher, SqliteBatcher
@@ -162,6 +163,9 @@ def _locked_run(
         result = _archive_and_delete(
             settings, conn, engine, info, backup_dir, run_id, cutoff, trigger, started, t0, batch_size, progress,
         )
+    except SQLAlchemyError as exc:  # outside a batch (a batch's failure is recorded): disk full, connection lost
+        raise CleanupFailed(f"cleanup of {info.display_name} stopped: database error: {_describe(exc)}; "
+                            "the next run recovers anything unfinished", run_id=run_id) from None
     finally:
         conn.close()
     result = _replace(result, recovered_runs=tuple(r.run_id for r in recovered))
@@ -268,6 +272,7 @@ def recover_interrupted(
 ) -> list[RunResult]:
     """Finish runs of this table that died: mark them interrupted, complete their backups.
 
+    Also completes the backup of a run that ended with it unfinished (status kept).
     Must be called with the cleanup lock held (a 'running' row is then certainly
     dead). Side effects: truncates/renames partial backups, writes manifests,
     updates history. Returns the recovered runs.
@@ -275,10 +280,20 @@ def recover_interrupted(
     engine = engine or get_engine(settings)
     info = info or describe_table(settings, engine)
     rows = history.list_runs(engine, info.schema, info.display_name, status="running", limit=1000)
+    # Runs that ended (failed, or an earlier recovery) with the backup of rows they deleted
+    # unfinished (e.g. the disk was full for the manifest): finish it now, keep their status.
+    rows += [r for r in history.list_runs(engine, info.schema, info.display_name, limit=1000)
+             if r["status"] != "running" and r.get("partial_file") and int(r["rows_deleted"] or 0) > 0]
     out = []
     for row in rows:
-        log.warning("found interrupted run %s (started %s); recovering it", row["run_id"], row["started_at"])
-        _settle(settings, info, row, status="interrupted", error="the run was interrupted")
+        if row["status"] != "running":
+            log.warning("run %s (%s) left the backup of its deleted rows unfinished; finishing it",
+                        row["run_id"], row["status"])
+            error = (row.get("error") or f"the run {row['status']}").split("; backup of ")[0]
+            _settle(settings, info, row, status=row["status"], error=error)
+        else:
+            log.warning("found interrupted run %s (started %s); recovering it", row["run_id"], row["started_at"])
+            _settle(settings, info, row, status="interrupted", error="the run was interrupted")
         fresh = history.get_run(engine, info.schema, row["run_id"])
         out.append(history.row_to_result(fresh or row))
     return out

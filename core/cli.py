@@ -226,6 +226,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.CRITICAL + 1
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # libraries set their own logger levels (SQLAlchemy: WARN),
+        handler.setLevel(level)  # so the root level alone would let their errors and tracebacks through
+    if not args.debug:
+        # psycopg2 prints an error it could not decode (a connection killed mid-COPY) through
+        # sys.excepthook, then raises its own; that second one is what we report, in one line.
+        sys.excepthook = lambda *exc: log.debug("exception printed by a library", exc_info=exc)
     try:
         return _dispatch(args)
     except RetentionError as exc:

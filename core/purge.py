@@ -97,10 +97,13 @@ class Batcher:
         """
         for attempt in range(1, RETRIES + 1):
             try:
-                return self._batch(writer, after, journal)
+                done = self._batch(writer, after, journal)
             except BatchConflict as exc:
                 log.warning("batch after key %s met a concurrent change (%s); retry %d", after, exc, attempt)
                 time.sleep(0.05 * attempt)
+                continue
+            writer.member_committed()  # committed (or nothing begun): the next batch's failure must not cut it
+            return done
         raise CleanupFailed(f"a batch met concurrent changes {RETRIES} times in a row; stopped safely")
 
     def _batch(self, writer: MemberWriter, after: Any, journal: Journal) -> BatchDone | None:

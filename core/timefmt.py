@@ -30,7 +30,10 @@ def parse_cutoff(text: str, *, setting: str = "--cutoff") -> datetime:
         raise BadSetting(setting, text, "is not an ISO 8601 timestamp (e.g. 2026-01-31T00:00:00Z)") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise BadSetting(setting, text, "is out of range (years 1 to 9999 in UTC)") from None
 
 
 def cutoff_for_days(days: int, now: datetime | None = None) -> datetime:
@@ -194,7 +197,9 @@ def sqlite_cutoff(fmt: SqliteTsFormat, cutoff: datetime) -> str:
     if fmt.fraction == "never" and c.microsecond:
         # Stored values are whole seconds: ts < c  <=>  ts < ceil(c).
         c = c.replace(microsecond=0) + timedelta(seconds=1)
-    text = c.strftime(f"%Y-%m-%d{fmt.sep}%H:%M:%S")
+    # The year by hand: strftime's %Y writes year 999 as "999", which sorts after "2026" as
+    # text, so every row would compare as older than a far-past cutoff.
+    text = f"{c.year:04d}-{c:%m-%d}{fmt.sep}{c:%H:%M:%S}"
     if fmt.fraction == "always" or (fmt.fraction == "mixed" and c.microsecond):
         text += f".{c.microsecond:06d}"
     return text + fmt.suffix
