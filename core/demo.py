@@ -78,6 +78,9 @@ def log_table(settings: Settings, engine: Engine) -> Table:
         Column("completion_tokens", Integer),
         Column("meta", JSONB if pg else JSON),
         Column(settings.timestamp_column, DateTime(timezone=True), nullable=False, index=True),
+        # SQLite would otherwise reuse the key of a deleted newest row, and a restore
+        # (which skips keys already present) could then skip an archived row.
+        sqlite_autoincrement=True,
     )
 
 
