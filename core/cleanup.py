@@ -71,16 +71,9 @@ def run_cleanup(
     returned as a RunResult with status ``failed`` (recorded in history).
     """
     started, t0 = utcnow(), time.monotonic()
-    if trigger not in TRIGGERS:
-        raise BadSetting("trigger", trigger, f"must be one of {', '.join(TRIGGERS)}")
     if batch_size is not None and not 1 <= batch_size <= 1_000_000:
         raise BadSetting("--batch-size", batch_size, "must be between 1 and 1000000")
-    the_cutoff = resolve_cutoff(
-        retention_days=retention_days, cutoff=cutoff, default_days=settings.retention_days, now=started
-    )
-    engine = check_connection(settings)
-    info = describe_table(settings, engine)
-    backup_dir = prepare_backup_dir(settings)
+    the_cutoff, engine, info, backup_dir = _prepare(settings, trigger, cutoff, retention_days, started)
     run_id = run_id or str(uuid.uuid4())
     schema = info.schema
 
@@ -92,12 +85,7 @@ def run_cleanup(
         log.info("dry run: %d rows of %s older than %s", p.rows_to_delete, info.display_name, the_cutoff)
         return result
 
-    conn = LockedConnection(settings, engine)
-    try:
-        conn.lock()
-    except BaseException:
-        conn.close()
-        raise
+    conn = _lock(settings, engine)
     return _locked_run(settings, conn, engine, info, backup_dir, run_id, the_cutoff, trigger, started, t0,
                        batch_size or settings.batch_size, progress, notify)
 
@@ -118,21 +106,9 @@ def start_cleanup(
     RunResult, or the exception of a run that crashed.
     """
     started, t0 = utcnow(), time.monotonic()
-    if trigger not in TRIGGERS:
-        raise BadSetting("trigger", trigger, f"must be one of {', '.join(TRIGGERS)}")
-    the_cutoff = resolve_cutoff(
-        retention_days=retention_days, cutoff=cutoff, default_days=settings.retention_days, now=started
-    )
-    engine = check_connection(settings)
-    info = describe_table(settings, engine)
-    backup_dir = prepare_backup_dir(settings)
+    the_cutoff, engine, info, backup_dir = _prepare(settings, trigger, cutoff, retention_days, started)
     run_id = str(uuid.uuid4())
-    conn = LockedConnection(settings, engine)
-    try:
-        conn.lock()
-    except BaseException:
-        conn.close()
-        raise
+    conn = _lock(settings, engine)
 
     def work() -> None:
         try:
@@ -148,6 +124,31 @@ def start_cleanup(
 
     threading.Thread(target=work, name=f"cleanup-{run_id[:8]}", daemon=True).start()
     return run_id
+
+
+def _prepare(
+    settings: Settings, trigger: str, cutoff: datetime | str | None, retention_days: int | None, now: datetime,
+) -> tuple[datetime, Engine, TableInfo, Path]:
+    """Validate everything a run needs before it writes anything (BadSetting, DatabaseUnavailable)."""
+    if trigger not in TRIGGERS:
+        raise BadSetting("trigger", trigger, f"must be one of {', '.join(TRIGGERS)}")
+    the_cutoff = resolve_cutoff(
+        retention_days=retention_days, cutoff=cutoff, default_days=settings.retention_days, now=now
+    )
+    engine = check_connection(settings)
+    info = describe_table(settings, engine)
+    return the_cutoff, engine, info, prepare_backup_dir(settings)
+
+
+def _lock(settings: Settings, engine: Engine) -> LockedConnection:
+    """A connection holding the table's cleanup lock, or LockHeld."""
+    conn = LockedConnection(settings, engine)
+    try:
+        conn.lock()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _locked_run(

@@ -77,6 +77,9 @@ class Journal:
 class Batcher:
     """Dialect-specific batch work; subclasses implement ``_batch``."""
 
+    placeholder = "?"  # the DB-API driver's parameter marker
+    cutoff_param: Any
+
     def __init__(self, conn: Any, info: TableInfo, cutoff: datetime, batch_size: int, quote: Any) -> None:
         self.conn, self.info, self.cutoff, self.batch_size, self.q = conn, info, cutoff, batch_size, quote
         t = f"{quote(info.schema)}.{quote(info.name)}" if info.schema else quote(info.name)
@@ -106,12 +109,27 @@ class Batcher:
             return done
         raise CleanupFailed(f"a batch met concurrent changes {RETRIES} times in a row; stopped safely")
 
+    def _where(self, after: Any, hi: Any | None) -> tuple[str, list[Any]]:
+        """The batch predicate: older than the cutoff, keys in (after, hi or the run's upper key]."""
+        ph = self.placeholder
+        cond, args = [f"{self.ts} < {ph}"], [self.cutoff_param]
+        if after is not None:
+            cond.append(f"{self.pk} > {ph}")
+            args.append(after)
+        bound = hi if hi is not None else self.upper
+        if bound is not None:
+            cond.append(f"{self.pk} <= {ph}")
+            args.append(bound)
+        return " AND ".join(cond), args
+
     def _batch(self, writer: MemberWriter, after: Any, journal: Journal) -> BatchDone | None:
         raise NotImplementedError
 
 
 class PostgresBatcher(Batcher):
     """COPY (key range) TO STDOUT into one gzip member, then DELETE the same key range."""
+
+    placeholder = "%s"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -133,17 +151,6 @@ class PostgresBatcher(Batcher):
         self.cutoff_param: Any = (
             as_utc(self.cutoff).replace(tzinfo=None) if ts_col.naive_timestamp else as_utc(self.cutoff)
         )
-
-    def _where(self, after: Any, hi: Any | None) -> tuple[str, list[Any]]:
-        cond, args = [f"{self.ts} < %s"], [self.cutoff_param]
-        if after is not None:
-            cond.append(f"{self.pk} > %s")
-            args.append(after)
-        bound = hi if hi is not None else self.upper
-        if bound is not None:
-            cond.append(f"{self.pk} <= %s")
-            args.append(bound)
-        return " AND ".join(cond), args
 
     def count(self) -> int:
         where, args = self._where(None, None)
@@ -216,6 +223,8 @@ class PostgresBatcher(Batcher):
 class SqliteBatcher(Batcher):
     """BEGIN IMMEDIATE; read the key range through a cursor into one gzip member; DELETE it."""
 
+    placeholder = "?"
+
     def __init__(self, *args: Any, fmt: SqliteTsFormat, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fmt = fmt
@@ -225,17 +234,6 @@ class SqliteBatcher(Batcher):
         converters[ts_i] = lambda v: sqlite_to_csv(fmt, v) if isinstance(v, str) else v
         self.encode_rows = make_rows_encoder(converters)
         self.select_list = ", ".join(self.q(c) for c in self.info.column_names)
-
-    def _where(self, after: Any, hi: Any | None) -> tuple[str, list[Any]]:
-        cond, args = [f"{self.ts} < ?"], [self.cutoff_param]
-        if after is not None:
-            cond.append(f"{self.pk} > ?")
-            args.append(after)
-        bound = hi if hi is not None else self.upper
-        if bound is not None:
-            cond.append(f"{self.pk} <= ?")
-            args.append(bound)
-        return " AND ".join(cond), args
 
     def count(self) -> int:
         where, args = self._where(None, None)
