@@ -33,7 +33,7 @@ def _confirm_restore(settings: Settings) -> None:
 def restore_dialog(settings: Settings, b: BackupInfo) -> None:
     if not st.session_state.get(RESTORE):
         st.rerun()
-    st.markdown(f"Insert the **{fmt.count(b.rows)} rows** of `{Path(b.file).name}` back into **{settings.table}**. "
+    st.markdown(f"Put the **{fmt.count(b.rows)} rows** of `{Path(b.file).name}` back in **{settings.table}**. "
                 "The backup is verified first; rows whose primary key is already in the table are skipped. "
                 "All or nothing: on any error the table is unchanged.")
     left, right = st.columns(2)

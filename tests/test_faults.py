@@ -84,6 +84,13 @@ def kind_of(settings) -> str:
     return "sqlite" if settings.database_url.startswith("sqlite") else "postgresql"
 
 
+@pytest.fixture
+def pg_settings(pg_url: str, tmp_path) -> Any:
+    """Settings on PostgreSQL only, for the cases that exist on one database."""
+    return load_settings({"database_url": pg_url, "backup_dir": str(tmp_path / "backups"), "batch_size": 100},
+                         environ={}, env_file=None)
+
+
 def history_rows(settings) -> list[dict[str, Any]]:
     from faults_helpers import _history_rows
 
@@ -222,13 +229,12 @@ def test_disk_full_while_writing_the_backup(settings, tmp_path: Path, case: str)
     check_settled(settings, original, snapshot)
 
 
-def test_disk_full_for_the_manifest(settings):
+def test_disk_full_for_the_manifest(pg_settings):
     """Batches of one row commit until the file-size limit stops the backup, and the limit then
     also stops the manifest of the rows already deleted: exit 1, no .csv.gz without its manifest,
     the deleted rows stay in the run's partial file, and the next run finishes that backup first.
     (PostgreSQL only: on SQLite such a limit stops the database file first.)"""
-    if kind_of(settings) != "postgresql":
-        pytest.skip("a limit this small stops SQLite's own writes first (see the next test)")
+    settings = pg_settings
     demo_data(settings, rows=300, days=90, seed=8)
     core.run_cleanup(settings, dry_run=True)
     original = set(table_snapshot(settings))
@@ -361,9 +367,9 @@ def test_slack_outage_never_fails_or_stalls_a_cleanup(sqlite_demo, outage: str):
     st.rows_checked += len(original)
 
 
-def test_slack_down_on_postgresql_too(demo_settings):
-    if kind_of(demo_settings) != "postgresql":
-        pytest.skip("the SQLite case is above")
+def test_slack_down_on_postgresql_too(pg_settings):
+    demo_settings = pg_settings
+    demo_data(demo_settings, rows=600, days=90, seed=7)
     with FakeSlack() as slack:
         for method in SLACK_METHODS:
             slack.always(method, Reply(503, body="down"))
