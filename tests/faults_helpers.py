@@ -667,29 +667,8 @@ class Server:
 
 def start_server(settings: Settings, home: Path, **env: str) -> Server:
     """``streamlit run server.py`` (dashboard + HTTP trigger) on a free port, as the README starts it."""
-    import socket
-
-    import requests
+    from helpers import launch_console
 
     home.mkdir(parents=True, exist_ok=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log_path = home / "server.log"
-    streamlit = str(Path(sys.executable).with_name("streamlit"))
-    cmd = [streamlit, "run", str(ROOT / "server.py"), "--server.port", str(port), "--server.headless", "true",
-           "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
-           "--browser.gatherUsageStats", "false", "--secrets.files", str(home / "secrets.toml")]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, cwd=home, env=cli_env(settings, **env), stdout=log, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", proc, log_path)
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, f"the server exited with {proc.returncode}:\n{server.log()}"
-        try:
-            if requests.get(server.base + "/healthz", timeout=2).status_code == 200:
-                return server
-        except (requests.ConnectionError, requests.Timeout):
-            pass
-        assert time.monotonic() < deadline, f"the server did not answer /healthz in 60 s:\n{server.log()}"
-        time.sleep(0.1)
+    base, proc, log_path = launch_console(home, cli_env(settings, **env))
+    return Server(base, proc, log_path)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import requests
 from sqlalchemy import text
 
+from conftest import ROOT
 from core.archive import iter_records
 from core.backups import list_backups, verify_backup
 from core.config import Settings
@@ -57,3 +63,33 @@ def check_no_loss(settings: Settings, original_keys: set[str]) -> dict[str, Any]
     lost = original_keys - in_table - set(seen)
     assert not lost, f"{len(lost)} rows lost, e.g. {sorted(lost)[:5]}"
     return {"in_table": len(in_table), "in_backups": len(seen), "lost": 0}
+
+
+def launch_console(home: Path, env: dict[str, str], *flags: str) -> tuple[str, subprocess.Popen, Path]:
+    """``streamlit run server.py`` (dashboard + HTTP trigger) on a free port, run in ``home``.
+
+    Returns (base URL, process, log path) once ``/healthz`` answers; fails with the
+    server's log if it exits or does not answer within 60 s. The caller stops it.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log_path = home / "server.log"
+    cmd = [str(Path(sys.executable).with_name("streamlit")), "run", str(ROOT / "server.py"),
+           "--server.port", str(port), "--server.headless", "true", "--server.address", "127.0.0.1",
+           "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
+           "--secrets.files", str(home / "secrets.toml"), *flags]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, f"the server exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}"
+        try:
+            if requests.get(base + "/healthz", timeout=2).status_code == 200:
+                return base, proc, log_path
+        except (requests.ConnectionError, requests.Timeout):  # not listening or still starting
+            pass
+        assert time.monotonic() < deadline, (
+            f"the server did not answer /healthz in 60 s:\n{log_path.read_text(errors='replace')}")
+        time.sleep(0.1)

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -35,10 +34,10 @@ from conftest import ROOT
 from core.config import ENV_NAMES, SECRET_FIELDS, Settings, load_settings
 from core.db import SqliteFileLock, lock_key, pg_try_lock
 from core.demo import demo_data
+from helpers import launch_console
 from web.trigger import StartedRun, _started_run_json, bearer_token, token_matches
 
 TOKEN = "trigger-test-" + uuid.uuid4().hex
-STREAMLIT = str(Path(sys.executable).with_name("streamlit"))
 SPEC_RUN_KEYS = {"run_id", "status", "cutoff", "rows_archived", "rows_deleted", "backup_file", "manifest_file",
                  "sha256", "notification", "duration_s"}
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -75,12 +74,6 @@ class Server:
             time.sleep(0.2)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _server_env(**settings_env: str) -> dict[str, str]:
     """This process's environment minus every console setting, plus ``settings_env``."""
     drop = ("SLACK_", "DATABASE_", "LOG_", "BACKUP_", "CLEANUP_", "DASHBOARD_", "STREAMLIT_")
@@ -106,25 +99,9 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         home.mkdir()
         if secrets_toml:
             (home / "secrets.toml").write_text(secrets_toml)
-        port = _free_port()
-        log_path = home / "server.log"
-        cmd = [STREAMLIT, "run", str(ROOT / "server.py"), "--server.port", str(port), "--server.headless", "true",
-               "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
-               "--browser.gatherUsageStats", "false", "--secrets.files", str(home / "secrets.toml"), *flags]
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(cmd, cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT)
+        base, proc, log_path = launch_console(home, env, *flags)
         procs.append(proc)
-        server = Server(f"http://127.0.0.1:{port}", proc, log_path)
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"the server exited with {proc.returncode}:\n{server.log()}"
-            try:
-                if requests.get(server.base + "/healthz", timeout=2).status_code == 200:
-                    return server
-            except (requests.ConnectionError, requests.Timeout):  # not listening or still starting
-                pass
-            assert time.monotonic() < deadline, f"the server did not answer /healthz in 60 s:\n{server.log()}"
-            time.sleep(0.2)
+        return Server(base, proc, log_path)
 
     yield start
     for proc in procs:
