@@ -14,13 +14,13 @@ import json
 import logging
 import os
 import re
-import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .deflate import DeflateError, codec_for, decompressobj
 from .errors import BackupMismatch, CleanupFailed
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ FORMAT_VERSION = 1
 DATA_SUFFIX = ".csv.gz"
 MANIFEST_SUFFIX = ".manifest.json"
 PARTIAL_SUFFIX = ".partial"
-_BUFFER = 1 << 20  # compress in 1 MiB pieces: few zlib calls, flat memory
+_BUFFER = 1 << 20  # compress in 1 MiB pieces: few deflate calls, flat memory
 _PENDING = 4  # pieces in flight per pipeline stage: a few MiB whatever the table size
 _NOT_QUOTE_OR_NEWLINE = bytes(b for b in range(256) if b not in b'"\n')
 
@@ -40,24 +40,22 @@ _NOT_QUOTE_OR_NEWLINE = bytes(b for b in range(256) if b not in b'"\n')
 _VERIFIED: dict[tuple[int, int], tuple[int, str, int]] = {}
 
 
-def _split_quotes(text: bytes) -> tuple[bytes, bytes]:
-    """(whole part, carry): cut before the last quote when the quotes are unbalanced."""
-    if text.count(b'"') % 2:
-        cut = text.rfind(b'"')
-        return text[:cut], text[cut:]
-    return text, b""
+class RecordCounter:
+    """Counts CSV records (newlines outside double quotes) in text fed piece by piece.
 
-
-def _count_records(text: bytes) -> int:
-    """Newlines outside double quotes in ``text`` (which holds balanced quotes).
-
-    Keeps only quotes and newlines (C speed), drops adjacent quote pairs (parity is
-    unchanged), then counts the newlines at even quote parity.
+    Keeps only quotes and newlines (C speed), drops adjacent quote pairs (they do not
+    change the parity), and counts the newlines at even quote parity. The only state
+    between pieces is that parity, so a piece may end anywhere, mid-field included.
     """
-    marks = text.translate(None, _NOT_QUOTE_OR_NEWLINE).replace(b'""', b"")
-    if b'"' not in marks:
-        return marks.count(b"\n")
-    return sum(part.count(b"\n") for part in marks.split(b'"')[::2])
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.in_quotes = 0  # 1 while inside a quoted field
+
+    def feed(self, text: bytes) -> None:
+        parts = text.translate(None, _NOT_QUOTE_OR_NEWLINE).replace(b'""', b"").split(b'"')
+        self.records += b"".join(parts[self.in_quotes::2]).count(b"\n")
+        self.in_quotes = (self.in_quotes + len(parts) - 1) & 1
 
 
 def manifest_path_for(data_path: str | os.PathLike[str]) -> Path:
@@ -86,10 +84,11 @@ class MemberWriter:
     returns the file length; ``rollback_member()`` cuts the file back to where the
     member began (used when the batch's transaction does not commit).
 
-    Pieces of 1 MiB are compressed in a second thread, and a third thread decompresses
-    every compressed piece again and counts its CSV records (zlib releases the GIL, so
-    this overlaps with reading rows). ``commit_member`` waits for both: a member is
-    written, read back, counted and fsynced before the batch's DELETE can commit.
+    Pieces of 1 MiB are compressed in a second thread (ISA-L or zlib, see
+    :mod:`core.deflate`), and a third thread decompresses every compressed piece again
+    and counts its CSV records (both release the GIL, so this overlaps with reading
+    rows). ``commit_member`` waits for both: a member is written, read back, holds
+    exactly the batch's records, and is fsynced before the batch's DELETE can commit.
     """
 
     def __init__(self, path: str | os.PathLike[str], level: int, *, create: bool = True) -> None:
@@ -99,6 +98,7 @@ class MemberWriter:
         if create:
             fsync_dir(self.path.parent)
         self.level = level
+        self.codec = codec_for(level)
         self.size = os.lseek(self._fd, 0, os.SEEK_END)
         self.sha = hashlib.sha256()
         self._z: Any = None
@@ -113,38 +113,47 @@ class MemberWriter:
         self._check: _MemberCheck | None = None
         self._zpool = ThreadPoolExecutor(1, thread_name_prefix="backup-gzip")
         self._vpool = ThreadPoolExecutor(1, thread_name_prefix="backup-verify")
-        self._zq: deque[Future[bytes]] = deque()  # compressed pieces, in file order
+        self._zq: deque[Future[bytes]] = deque()  # pieces compressed and written, in file order
         self._vq: deque[Future[None]] = deque()  # read-back checks of written pieces
 
     def begin(self) -> None:
         self._mark = (self.size, self.sha.copy(), self._records)
-        self._z = zlib.compressobj(self.level, zlib.DEFLATED, 31)
+        self._z = self.codec.compressobj()
         self._check = _MemberCheck()
 
-    def write(self, data: bytes | str) -> int:
-        if isinstance(data, str):
-            data = data.encode("utf-8")
+    def write(self, data: bytes) -> None:
+        """Buffer CSV bytes (psycopg2 calls this once per row: keep it short)."""
         self._buf.append(data)
         self._buflen += len(data)
         if self._buflen >= _BUFFER:
             self._compress()
-        return len(data)
 
-    def _compress(self) -> None:
+    def write_text(self, text: str) -> None:
+        self.write(text.encode("utf-8"))
+
+    def _compress(self, final: bool = False) -> None:
         chunk = b"".join(self._buf)
         self._buf.clear()
         self.raw_bytes += len(chunk)
         self._buflen = 0
-        if chunk:
-            self._zq.append(self._zpool.submit(self._z.compress, chunk))
-        self._drain(_PENDING)
+        if chunk or final:
+            self._zq.append(self._zpool.submit(self._pack, self._z, chunk, final))
+        self._drain(0 if final else _PENDING)
+
+    def _pack(self, z: Any, chunk: bytes, final: bool) -> bytes:
+        """In the compressing thread, one piece at a time and in order: compress, append to the file."""
+        data = z.compress(chunk)
+        if final:
+            data += z.flush()
+        if data:
+            self._out(data)
+        return data
 
     def _drain(self, keep: int) -> None:
-        """Write finished pieces in order and hand them to the checker; at most ``keep`` in flight."""
+        """Hand written pieces to the checker in file order; at most ``keep`` in flight per stage."""
         while self._zq and (len(self._zq) > keep or self._zq[0].done()):
             data = self._zq.popleft().result()
             if data:
-                self._out(data)
                 assert self._check is not None
                 self._vq.append(self._vpool.submit(self._check.feed, data))
         while self._vq and (len(self._vq) > keep or self._vq[0].done()):
@@ -158,16 +167,21 @@ class MemberWriter:
         self.sha.update(data)
         self.size += len(data)
 
-    def commit_member(self) -> int:
-        """Finish the member, check that it reads back, fsync; returns the durable file length."""
-        self._compress()
-        self._zq.append(self._zpool.submit(self._z.flush))
-        self._drain(0)
+    def commit_member(self, records: int) -> int:
+        """Finish the member, check that it reads back as ``records`` CSV records, fsync.
+
+        ``records`` counts the header line if this member holds it. Returns the durable
+        file length. Raises CleanupFailed (nothing is fsynced) when the member does not
+        decompress or holds another number of records.
+        """
+        self._compress(final=True)
         assert self._check is not None
         try:
-            records = self._check.finish()
+            found = self._check.finish()
         except ValueError as exc:
             raise CleanupFailed(f"the backup does not read back ({exc}); batch rolled back") from None
+        if found != records:
+            raise CleanupFailed(f"the backup reads back as {found} CSV records, not {records}; batch rolled back")
         self._z = None
         os.fsync(self._fd)
         self._records += records
@@ -222,28 +236,26 @@ class _MemberCheck:
     """Decompresses one member's pieces as they are written and counts its CSV records."""
 
     def __init__(self) -> None:
-        self._d = zlib.decompressobj(31)
-        self._carry = b""
-        self.records = 0
+        self._d = decompressobj()
+        self._counter = RecordCounter()
 
     def feed(self, data: bytes) -> None:
         if self._d.eof:
             raise ValueError("data after the end of the gzip member")
         try:
-            text = self._carry + self._d.decompress(data)
-        except zlib.error as exc:
+            text = self._d.decompress(data)
+        except DeflateError as exc:
             raise ValueError(f"not a valid gzip stream: {exc}") from None
         if self._d.unused_data:
             raise ValueError("data after the end of the gzip member")
-        head, self._carry = _split_quotes(text)
-        self.records += _count_records(head)
+        self._counter.feed(text)
 
     def finish(self) -> int:
         if not self._d.eof:
             raise ValueError("the gzip member is cut short")
-        if self._carry:
+        if self._counter.in_quotes:
             raise ValueError("the CSV ends inside a quoted field")
-        return self.records
+        return self._counter.records
 
 
 @dataclass(frozen=True)
@@ -260,7 +272,7 @@ def iter_decompressed(path: str | os.PathLike[str], *, chunk: int = _BUFFER) -> 
 
     Raises ValueError when the file is not gzip or is cut short.
     """
-    d = zlib.decompressobj(31)
+    d = decompressobj()
     in_member = False
     with open(path, "rb") as f:
         while raw := f.read(chunk):
@@ -269,11 +281,11 @@ def iter_decompressed(path: str | os.PathLike[str], *, chunk: int = _BUFFER) -> 
                 in_member = True
                 try:
                     out.append(d.decompress(data))
-                except zlib.error as exc:
+                except DeflateError as exc:
                     raise ValueError(f"not a valid gzip file ({exc})") from None
                 if d.eof:
                     data = d.unused_data
-                    d = zlib.decompressobj(31)
+                    d = decompressobj()
                     in_member = False
                 else:
                     data = b""
@@ -294,11 +306,10 @@ def scan_file(path: str | os.PathLike[str]) -> Scan:
     if known is not None:
         return known
     sha = hashlib.sha256()
-    records = 0
-    carry = b""
+    counter = RecordCounter()
     size = 0
     problem = None
-    d = zlib.decompressobj(31)
+    d = decompressobj()
     in_member = False
     try:
         with open(path, "rb") as f:
@@ -312,21 +323,20 @@ def scan_file(path: str | os.PathLike[str]) -> Scan:
                     pieces.append(d.decompress(data))
                     if d.eof:
                         data = d.unused_data
-                        d = zlib.decompressobj(31)
+                        d = decompressobj()
                         in_member = False
                     else:
                         data = b""
-                head, carry = _split_quotes(carry + b"".join(pieces))
-                records += _count_records(head)
-    except zlib.error as exc:
+                counter.feed(b"".join(pieces))
+    except DeflateError as exc:
         problem = f"not a valid gzip file ({exc})"
     except OSError as exc:
         problem = f"cannot read ({exc.strerror})"
     if problem is None and in_member:
         problem = "the gzip stream is cut short (truncated file)"
-    if problem is None and carry:
+    if problem is None and counter.in_quotes:
         problem = "the CSV ends inside a quoted field"
-    rows = max(records - 1, 0)  # minus the header line
+    rows = max(counter.records - 1, 0)  # minus the header line
     return Scan(sha.hexdigest(), rows, size, problem is None, problem)
 
 

@@ -61,6 +61,7 @@ def build_manifest(
     min_ts: datetime | None,
     max_ts: datetime | None,
     gzip_level: int,
+    deflate: str | None,
     sqlite_format: SqliteTsFormat | None,
     database: str,
 ) -> dict[str, Any]:
@@ -81,7 +82,8 @@ def build_manifest(
             "created_at": utcnow(),
             "dialect": info.dialect,
             "database": database,
-            "compression": {"format": "gzip", "level": gzip_level, "members": "one per batch"},
+            # deflate: the library that compressed ("isal 1.9.1", "zlib 1.2.13"); None after a recovery
+            "compression": {"format": "gzip", "level": gzip_level, "deflate": deflate, "members": "one per batch"},
             "csv": {"header": True, "null": "empty unquoted field", "encoding": "UTF-8"},
             "sqlite_timestamp_format": sqlite_format.name if sqlite_format else None,
         }

@@ -38,6 +38,7 @@ from .db import (
     get_engine,
     quote,
 )
+from .deflate import codec_for
 from .errors import BadSetting, CleanupFailed, LockHeld, RetentionError
 from .models import Progress, RunResult, utcnow
 from .notify import notify_run
@@ -190,7 +191,7 @@ def _archive_and_delete(
         fmt = detect_sqlite_format(conn.dbapi, table_sql, q(info.timestamp_column), full=True)
         batcher: Any = SqliteBatcher(conn.dbapi, info, cutoff, batch_size, q, fmt=fmt)
     else:
-        batcher = PostgresBatcher(conn.dbapi, info, cutoff, batch_size, q)
+        batcher = PostgresBatcher(conn.dbapi, info, cutoff, batch_size, q, reader=conn.another())
     total = batcher.count()
     if total == 0:
         result = _result(run_id, "nothing_to_do", info, cutoff, trigger, started, t0)
@@ -207,7 +208,7 @@ def _archive_and_delete(
     journal = Journal(run_id)
     manifest_fields = build_manifest(
         info=info, run_id=run_id, cutoff=cutoff, min_ts=None, max_ts=None, gzip_level=settings.gzip_level,
-        sqlite_format=fmt, database=settings.database_url_masked,
+        deflate=codec_for(settings.gzip_level).library, sqlite_format=fmt, database=settings.database_url_masked,
     )
     writer: MemberWriter | None = None
     try:
@@ -324,7 +325,7 @@ def _settle(settings: Settings, info: TableInfo, row: dict[str, Any], *, status:
             pass
     fields = build_manifest(
         info=info, run_id=run_id, cutoff=as_utc(row["cutoff"]), min_ts=row.get("min_ts"),
-        max_ts=row.get("max_ts"), gzip_level=settings.gzip_level, sqlite_format=fmt,
+        max_ts=row.get("max_ts"), gzip_level=settings.gzip_level, deflate=None, sqlite_format=fmt,
         database=settings.database_url_masked,
     )
     try:

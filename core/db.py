@@ -276,6 +276,7 @@ class LockedConnection:
         self.dbapi: Any = raw.driver_connection
         raw.detach()  # closing it really closes it, and with it any session lock
         self._raw = raw
+        self._others: list[Any] = []
         self._file_lock: SqliteFileLock | None = None
         if engine.dialect.name == "sqlite":
             self.dbapi.isolation_level = None  # we issue BEGIN IMMEDIATE / COMMIT ourselves
@@ -301,10 +302,21 @@ class LockedConnection:
                     raise
                 time.sleep(0.05)
 
+    def another(self) -> Any:
+        """A second DB-API connection of the same engine, closed by ``close()`` (PostgreSQL
+        batches read through it while this one deletes)."""
+        raw = self.engine.raw_connection()
+        dbapi = raw.driver_connection
+        raw.detach()
+        self._others.append(raw)
+        return dbapi
+
     def close(self) -> None:
-        try:
-            self._raw.close()  # ends the session: PostgreSQL drops the advisory lock
-        except Exception:
-            log.debug("closing the run connection failed", exc_info=True)
+        for raw in [*self._others, self._raw]:
+            try:
+                raw.close()  # ends the session: PostgreSQL drops the advisory lock
+            except Exception:
+                log.debug("closing a run connection failed", exc_info=True)
+        self._others.clear()
         if self._file_lock:
             self._file_lock.release()

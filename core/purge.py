@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -127,20 +128,31 @@ class Batcher:
 
 
 class PostgresBatcher(Batcher):
-    """COPY (key range) TO STDOUT into one gzip member, then DELETE the same key range."""
+    """COPY a key range TO STDOUT into one gzip member while the same transaction DELETEs it.
+
+    The batch's transaction (``conn``, REPEATABLE READ) counts the range, exports its
+    snapshot, and DELETEs the range in a worker thread while ``reader`` COPYs the same
+    range in that same snapshot: the server deletes and copies on two cores. The
+    DELETE commits only after the member is written, read back and fsynced. The rows
+    copied are the rows deleted: one snapshot, one predicate, three counts that must
+    agree; a row changed after the snapshot makes the DELETE fail, and the batch is retried.
+    """
 
     placeholder = "%s"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, reader: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         from psycopg2 import errors as pg_errors  # imported here: SQLite installs need no psycopg2 import
 
         self._retryable = (pg_errors.SerializationFailure, pg_errors.LockNotAvailable, pg_errors.DeadlockDetected)
+        self.reader = reader
         self.conn.set_session(isolation_level="REPEATABLE READ", autocommit=False)
-        with self.conn.cursor() as cur:
-            cur.execute("SET TIME ZONE 'UTC'")
-            cur.execute("SET lock_timeout = '30s'")
-        self.conn.commit()
+        reader.set_session(isolation_level="REPEATABLE READ", readonly=True, autocommit=False)
+        for c in (self.conn, reader):
+            with c.cursor() as cur:
+                cur.execute("SET TIME ZONE 'UTC'")  # the COPY prints timestamps in the session's zone
+                cur.execute("SET lock_timeout = '30s'")
+            c.commit()
         cols = []
         for c in self.info.columns:
             qc = self.q(c.name)
@@ -160,63 +172,85 @@ class PostgresBatcher(Batcher):
         self.conn.rollback()
         return int(n)
 
+    def _delete(self, where: str, args: list[Any]) -> int:
+        with self.conn.cursor() as cur:
+            cur.execute(f"DELETE FROM {self.table} WHERE {where}", args)
+            return int(cur.rowcount)
+
     def _batch(self, writer: MemberWriter, after: Any, journal: Journal) -> BatchDone | None:
         conn = self.conn
         committing = False
+        deleting: Future[int] | None = None
         try:
             with conn.cursor() as cur:
+                t0 = time.perf_counter()
                 where, args = self._where(after, None)
                 # One pass over the next batch_size old rows: the batch's last key, and the
                 # count and time span of exactly the rows in (after, hi].
                 cur.execute(
-                    f"SELECT max(k), count(*), min(t), max(t) FROM (SELECT {self.pk} AS k, {self.ts} AS t "
-                    f"FROM {self.table} WHERE {where} ORDER BY {self.pk} LIMIT %s) AS b",
+                    f"SELECT max(k), count(*), min(t), max(t), pg_export_snapshot() FROM (SELECT {self.pk} AS k, "
+                    f"{self.ts} AS t FROM {self.table} WHERE {where} ORDER BY {self.pk} LIMIT %s) AS b",
                     [*args, self.batch_size],
                 )
-                hi, n, lo_ts, hi_ts = cur.fetchone()
+                hi, n, lo_ts, hi_ts, snapshot = cur.fetchone()
                 if hi is None:
                     conn.rollback()
                     return None
                 where, args = self._where(after, hi)
+                t1 = time.perf_counter()
                 writer.begin()
-                if writer.size == 0:
-                    writer.write(header_line(self.info.column_names))
-                copy_sql = cur.mogrify(
-                    f"COPY (SELECT {self.select_list} FROM {self.table} WHERE {where} "
-                    f"ORDER BY {self.pk}) TO STDOUT WITH (FORMAT csv)",
-                    args,
-                ).decode()
-                cur.copy_expert(copy_sql, writer)
-                copied = cur.rowcount
+                header = writer.size == 0
+                if header:
+                    writer.write_text(header_line(self.info.column_names))
+                with self.reader.cursor() as rcur:
+                    rcur.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])  # sees what the DELETE sees
+                    pool = ThreadPoolExecutor(1, thread_name_prefix="batch-delete")
+                    deleting = pool.submit(self._delete, where, args)
+                    pool.shutdown(wait=False)  # its thread ends with the DELETE
+                    copy_sql = rcur.mogrify(
+                        f"COPY (SELECT {self.select_list} FROM {self.table} WHERE {where} "
+                        f"ORDER BY {self.pk}) TO STDOUT WITH (FORMAT csv)",
+                        args,
+                    ).decode()
+                    rcur.copy_expert(copy_sql, writer)
+                    copied = rcur.rowcount
+                self.reader.rollback()  # read only: ends the snapshot
+                t2 = time.perf_counter()
                 if copied != n:
                     raise CleanupFailed(f"copied {copied} rows where the snapshot counted {n}; stopped safely")
-                # The server deletes while the writer finishes the member's last pieces;
-                # the member is durable and read back before the DELETE can commit.
-                cur.execute(f"DELETE FROM {self.table} WHERE {where}", args)
-                if cur.rowcount != n:
-                    raise CleanupFailed(f"DELETE matched {cur.rowcount} rows, backup holds {n}; rolled back")
-                size = writer.commit_member()
+                deleted = deleting.result()
+                if deleted != n:
+                    raise CleanupFailed(f"DELETE matched {deleted} rows, backup holds {n}; rolled back")
+                t3 = time.perf_counter()
+                size = writer.commit_member(n + header)  # written, read back, durable: now the DELETE may commit
+                t4 = time.perf_counter()
                 done = BatchDone(n, hi, parse_db_timestamp(lo_ts), parse_db_timestamp(hi_ts), size)
                 cur.execute(self.journal_sql, journal.params("postgresql", size, done))
                 if cur.rowcount != 1:
                     raise CleanupFailed("the run's history row is no longer 'running'; stopped safely")
                 committing = True
                 conn.commit()
+                log.debug("batch of %d rows: select %.0f ms, copy %.0f ms, rest of delete %.0f ms, backup sync "
+                          "%.0f ms, journal and commit %.0f ms", n, *(1000 * (b - a) for a, b in
+                          ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, time.perf_counter()))))
                 return done
         except self._retryable as exc:
-            self._undo(writer, committing)
+            self._undo(writer, committing, deleting)
             raise BatchConflict(str(exc).splitlines()[0]) from None
         except BaseException:
-            self._undo(writer, committing)
+            self._undo(writer, committing, deleting)
             raise
 
-    def _undo(self, writer: MemberWriter, committing: bool) -> None:
+    def _undo(self, writer: MemberWriter, committing: bool, deleting: Future[int] | None) -> None:
         if committing:
             return  # outcome unknown: keep the bytes; recovery decides from the journal
-        try:
-            self.conn.rollback()
-        except Exception:  # the connection may be gone; the server rolls back itself
-            log.debug("rollback failed", exc_info=True)
+        if deleting is not None:
+            deleting.exception()  # the connection is busy until the DELETE ends
+        for c in (self.reader, self.conn):
+            try:
+                c.rollback()
+            except Exception:  # the connection may be gone; the server rolls back itself
+                log.debug("rollback failed", exc_info=True)
         writer.rollback_member()
 
 
@@ -259,11 +293,12 @@ class SqliteBatcher(Batcher):
                 return None
             where, args = self._where(after, hi)
             writer.begin()
-            if writer.size == 0:
-                writer.write(header_line(self.info.column_names))
+            header = writer.size == 0
+            if header:
+                writer.write_text(header_line(self.info.column_names))
             cur = conn.execute(f"SELECT {self.select_list} FROM {self.table} WHERE {where} ORDER BY {self.pk}", args)
             copied = 0
-            encode_rows, write = self.encode_rows, writer.write
+            encode_rows, write = self.encode_rows, writer.write_text
             try:
                 while rows := cur.fetchmany(500):
                     write(encode_rows(rows))
@@ -278,7 +313,7 @@ class SqliteBatcher(Batcher):
             deleted = conn.execute(f"DELETE FROM {self.table} WHERE {where}", args).rowcount
             if deleted != n:
                 raise CleanupFailed(f"DELETE matched {deleted} rows, backup holds {n}; rolled back")
-            size = writer.commit_member()
+            size = writer.commit_member(n + header)
             done = BatchDone(n, hi, parse_db_timestamp(lo_ts), parse_db_timestamp(hi_ts), size)
             if conn.execute(self.journal_sql, journal.params("sqlite", size, done)).rowcount != 1:
                 raise CleanupFailed("the run's history row is no longer 'running'; stopped safely")

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from core import list_backups, list_history, restore_backup, run_cleanup, verify_backup
 from core.db import get_engine
+from core.deflate import codec_for
 from core.demo import demo_data
 from core.timefmt import parse_db_timestamp
 from helpers import backup_keys, check_no_loss, table_snapshot
@@ -128,6 +129,7 @@ def test_manifest_describes_the_backup(demo_settings):
     assert m["rows"] == r.rows_archived and m["sha256"] == r.sha256 and m["run_id"] == r.run_id
     assert [c["name"] for c in m["columns"]][0] == "id"
     assert datetime.fromisoformat(m["max_timestamp"]) < datetime.fromisoformat(m["cutoff"])
+    assert m["compression"]["format"] == "gzip" and m["compression"]["deflate"] == codec_for(1).library
 
 
 def test_many_batches_archive_everything_once(demo_settings):
