@@ -15,6 +15,8 @@ repetitions; with ``--repeat N`` medians are printed.
 - naive: pandas ``read_sql`` of the old rows, ``to_csv``, one ``DELETE`` (the tutorial).
 - limit: one ``COPY (SELECT … WHERE created_at < cutoff) TO STDOUT`` (SQLite: one cursor
   and ``csv.writer``) into zlib gzip level 1, fsync, one ``DELETE``, one transaction.
+- limit-isal: the same with ISA-L gzip level 1, the compressor core uses (for reference;
+  the targets are measured against ``limit``, as issue 6 defines it).
 - core: ``python -m core run --json --no-notify --cutoff TS``; its backup is then checked
   with ``python -m core verify FILE --json``.
 
@@ -56,18 +58,22 @@ from build_table import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-APPROACHES = ("naive", "limit", "core")
+APPROACHES = ("naive", "limit", "limit-isal", "core")
 MB = 1e6
 
 # ---------------------------------------------------------------------------
 # The approaches (each runs in its own process: ``bench.py --worker NAME``)
 
 class GzipOut:
-    """gzip level 1 through zlib, compressing 1 MiB pieces (like core's MemberWriter)."""
+    """gzip level 1 through zlib (or ISA-L, as core uses), compressing 1 MiB pieces in this thread."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, isal: bool = False) -> None:
         self.f = open(path, "wb")  # noqa: SIM115
-        self.z = zlib.compressobj(1, zlib.DEFLATED, 31)
+        if isal:
+            from isal import isal_zlib
+            self.z = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)
+        else:
+            self.z = zlib.compressobj(1, zlib.DEFLATED, 31)
         self.buf: list[bytes] = []
         self.n = 0
 
@@ -100,7 +106,7 @@ def worker(name: str, url: str, cutoff: str, out: str) -> dict:
         with eng.begin() as conn:
             n = conn.execute(sa.text(f"DELETE FROM {TABLE} WHERE created_at < :c"), {"c": param}).rowcount
         return {"rows": n, "read": len(df)}
-    w = GzipOut(out)
+    w = GzipOut(out, isal=name == "limit-isal")
     if sqlite:
         con = sqlite3.connect(url.split(":///", 1)[1], isolation_level=None)
         con.execute("BEGIN IMMEDIATE")
@@ -165,7 +171,7 @@ def measure(approach: str, url: str, cutoff: str, work: Path, expect: int) -> di
     if approach == "core":
         cmd = [sys.executable, "-m", "core", "run", "--json", "--no-notify", "--cutoff", cutoff]
     else:
-        out = str(backups / ("naive.csv" if approach == "naive" else "limit.csv.gz"))
+        out = str(backups / ("naive.csv" if approach == "naive" else f"{approach}.csv.gz"))
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", approach, "--db-url", url,
                "--cutoff", cutoff, "--out", out]
     wall, peak, cpu, rc, stdout, stderr = run_proc(cmd, env, work)
@@ -259,18 +265,22 @@ def bench_one(db: str, n: int, args: argparse.Namespace, work: Path) -> dict:
                 url = restore()
             r = measure(a, url, cutoff, work, expect)
             runs[a].append(r)
-            print(f"   rep {rep + 1} {a:<6} {r['wall']:7.2f} s wall {r['cpu']:6.2f} s cpu {r['peak']:7.1f} MB peak"
+            print(f"   rep {rep + 1} {a:<10} {r['wall']:7.2f} s wall {r['cpu']:6.2f} s cpu {r['peak']:7.1f} MB peak"
                   f" {r['backup']:7.1f} MB backup  (load {os.getloadavg()[0]:.1f})", flush=True)
     med = {a: {k: statistics.median(x[k] for x in rs) for k in ("wall", "cpu", "peak", "backup")}
            for a, rs in runs.items()}
     print(f"   {expect:,} rows older than the cutoff; medians of {args.repeat}")
-    print(f"   {'approach':<8} {'wall s':>8} {'rows/s':>10} {'peak MB':>9} {'backup MB':>10} {'cpu s':>7}")
+    print(f"   {'approach':<10} {'wall s':>8} {'rows/s':>10} {'peak MB':>9} {'backup MB':>10} {'cpu s':>7}")
     for a, m in med.items():
-        print(f"   {a:<8} {m['wall']:8.2f} {expect / m['wall']:10,.0f} {m['peak']:9.1f} {m['backup']:10.1f}"
+        print(f"   {a:<10} {m['wall']:8.2f} {expect / m['wall']:10,.0f} {m['peak']:9.1f} {m['backup']:10.1f}"
               f" {m['cpu']:7.2f}")
     if "core" in med and "limit" in med:
         print(f"   core/limit: wall {med['core']['wall'] / med['limit']['wall']:.2f}x, "
               f"backup {med['core']['backup'] / med['limit']['backup']:.2f}x")
+    if "core" in med and "limit-isal" in med:
+        print(f"   core/limit-isal (the limit with core's compressor, for reference): wall "
+              f"{med['core']['wall'] / med['limit-isal']['wall']:.2f}x, "
+              f"backup {med['core']['backup'] / med['limit-isal']['backup']:.2f}x")
     if "core" in med and "naive" in med:
         print(f"   naive/core: wall {med['naive']['wall'] / med['core']['wall']:.1f}x")
     print(f"   dashboard: stats {dash['stats'] * 1000:.0f} ms, preview {dash['preview'] * 1000:.0f} ms "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import shutil
 import sqlite3
@@ -175,6 +176,7 @@ def restore_pg(url: str) -> str:
         cur.execute(f"SELECT count(*), sum(length(message)), max(meta::text) FROM {TABLE}")
         cur.execute("CHECKPOINT")
     conn.close()
+    os.sync()  # write back the copied files now, not during the measured run
     return sql_url(url, RUN_DB)
 
 
@@ -183,6 +185,7 @@ def restore_sqlite(template: Path, run: Path) -> str:
     for p in run.parent.glob(run.name + "*"):
         p.unlink()
     shutil.copyfile(template, run)
+    os.sync()  # write back the copy now, not during the measured run
     return f"sqlite:///{run}"
 
 
