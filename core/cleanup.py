@@ -191,7 +191,7 @@ def _archive_and_delete(
         fmt = detect_sqlite_format(conn.dbapi, table_sql, q(info.timestamp_column), full=True)
         batcher: Any = SqliteBatcher(conn.dbapi, info, cutoff, batch_size, q, fmt=fmt)
     else:
-        batcher = PostgresBatcher(conn.dbapi, info, cutoff, batch_size, q, reader=conn.another())
+        batcher = PostgresBatcher(conn.dbapi, info, cutoff, batch_size, q, reader=_second_connection(conn))
     total = batcher.count()
     if total == 0:
         result = _result(run_id, "nothing_to_do", info, cutoff, trigger, started, t0)
@@ -249,6 +249,15 @@ def _archive_and_delete(
              final.name, scan.sha256[:12])
     return _result(run_id, "success", info, cutoff, trigger, started, t0, rows=journal.rows, backup=str(final),
                    manifest=str(manifest), sha256=scan.sha256, backup_bytes=scan.size_bytes, finished=finished)
+
+
+def _second_connection(conn: LockedConnection) -> Any | None:
+    """A reader for the batches' COPY, or None (slower, one connection) when the server refuses one."""
+    try:
+        return conn.another()
+    except SQLAlchemyError as exc:
+        log.warning("no second database connection (%s); each batch copies, then deletes", _describe(exc))
+        return None
 
 
 def _fail_run(

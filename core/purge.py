@@ -132,7 +132,8 @@ class PostgresBatcher(Batcher):
 
     The batch's transaction (``conn``, REPEATABLE READ) counts the range, exports its
     snapshot, and DELETEs the range in a worker thread while ``reader`` COPYs the same
-    range in that same snapshot: the server deletes and copies on two cores. The
+    range in that same snapshot: the server deletes and copies on two cores. Without a
+    ``reader`` (no second connection to be had), ``conn`` copies, then deletes. The
     DELETE commits only after the member is written, read back and fsynced. The rows
     copied are the rows deleted: one snapshot, one predicate, three counts that must
     agree; a row changed after the snapshot makes the DELETE fail, and the batch is retried.
@@ -140,15 +141,16 @@ class PostgresBatcher(Batcher):
 
     placeholder = "%s"
 
-    def __init__(self, *args: Any, reader: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, reader: Any | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         from psycopg2 import errors as pg_errors  # imported here: SQLite installs need no psycopg2 import
 
         self._retryable = (pg_errors.SerializationFailure, pg_errors.LockNotAvailable, pg_errors.DeadlockDetected)
         self.reader = reader
         self.conn.set_session(isolation_level="REPEATABLE READ", autocommit=False)
-        reader.set_session(isolation_level="REPEATABLE READ", readonly=True, autocommit=False)
-        for c in (self.conn, reader):
+        if reader is not None:
+            reader.set_session(isolation_level="REPEATABLE READ", readonly=True, autocommit=False)
+        for c in (self.conn, reader) if reader is not None else (self.conn,):
             with c.cursor() as cur:
                 cur.execute("SET TIME ZONE 'UTC'")  # the COPY prints timestamps in the session's zone
                 cur.execute("SET lock_timeout = '30s'")
@@ -202,19 +204,24 @@ class PostgresBatcher(Batcher):
                 header = writer.size == 0
                 if header:
                     writer.write_text(header_line(self.info.column_names))
-                with self.reader.cursor() as rcur:
-                    rcur.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])  # sees what the DELETE sees
-                    pool = ThreadPoolExecutor(1, thread_name_prefix="batch-delete")
-                    deleting = pool.submit(self._delete, where, args)
-                    pool.shutdown(wait=False)  # its thread ends with the DELETE
-                    copy_sql = rcur.mogrify(
-                        f"COPY (SELECT {self.select_list} FROM {self.table} WHERE {where} "
-                        f"ORDER BY {self.pk}) TO STDOUT WITH (FORMAT csv)",
-                        args,
-                    ).decode()
-                    rcur.copy_expert(copy_sql, writer)
-                    copied = rcur.rowcount
-                self.reader.rollback()  # read only: ends the snapshot
+                copy_sql = cur.mogrify(
+                    f"COPY (SELECT {self.select_list} FROM {self.table} WHERE {where} "
+                    f"ORDER BY {self.pk}) TO STDOUT WITH (FORMAT csv)",
+                    args,
+                ).decode()
+                if self.reader is None:  # one connection: copy, then delete
+                    cur.copy_expert(copy_sql, writer)
+                    copied = cur.rowcount
+                    deleting = _done(self._delete(where, args))
+                else:
+                    with self.reader.cursor() as rcur:
+                        rcur.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])  # sees what the DELETE sees
+                        pool = ThreadPoolExecutor(1, thread_name_prefix="batch-delete")
+                        deleting = pool.submit(self._delete, where, args)
+                        pool.shutdown(wait=False)  # its thread ends with the DELETE
+                        rcur.copy_expert(copy_sql, writer)
+                        copied = rcur.rowcount
+                    self.reader.rollback()  # read only: ends the snapshot
                 t2 = time.perf_counter()
                 if copied != n:
                     raise CleanupFailed(f"copied {copied} rows where the snapshot counted {n}; stopped safely")
@@ -247,6 +254,8 @@ class PostgresBatcher(Batcher):
         if deleting is not None:
             deleting.exception()  # the connection is busy until the DELETE ends
         for c in (self.reader, self.conn):
+            if c is None:
+                continue
             try:
                 c.rollback()
             except Exception:  # the connection may be gone; the server rolls back itself
@@ -328,6 +337,13 @@ class SqliteBatcher(Batcher):
                     log.debug("rollback failed", exc_info=True)
                 writer.rollback_member()
             raise
+
+
+def _done(value: Any) -> Future[Any]:
+    """A finished future holding ``value`` (the one-connection path has nothing to wait for)."""
+    f: Future[Any] = Future()
+    f.set_result(value)
+    return f
 
 
 def _one(conn: Any, sql: str, args: list[Any]) -> Any:
