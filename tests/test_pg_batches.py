@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -106,6 +107,7 @@ def test_refused_second_connection_falls_back_to_one(pg_settings, monkeypatch, c
         raise OperationalError("connect", {}, Exception("too many clients already"))
 
     monkeypatch.setattr(LockedConnection, "another", refuse)
+    caplog.set_level(logging.WARNING)  # an in-process CLI test may have raised the handlers' levels
     r = run_cleanup(pg_settings, retention_days=30, notify=False)
     assert r.status == "success", r.error
     assert "no second database connection" in caplog.text
