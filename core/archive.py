@@ -13,12 +13,11 @@ import hashlib
 import json
 import logging
 import os
-import re
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from .deflate import DeflateError, codec_for, decompressobj
 from .errors import BackupMismatch, CleanupFailed
@@ -395,130 +394,3 @@ def check_against_manifest(path: Path, manifest: dict[str, Any], scan: Scan) -> 
         raise BackupMismatch(str(path), "sha256", manifest.get("sha256"), scan.sha256)
     if scan.rows != manifest.get("rows"):
         raise BackupMismatch(str(path), "row count", manifest.get("rows"), scan.rows)
-
-
-# ---------------------------------------------------------------------------
-# CSV encoding of rows read through a Python cursor (SQLite)
-
-
-def csv_text(value: str) -> str:
-    return '"' + value.replace('"', '""') + '"'
-
-
-def make_row_encoder(converters: list[Callable[[Any], Any] | None]) -> Callable[[tuple], str]:
-    """A function turning a DB row into one CSV line in PostgreSQL's COPY convention.
-
-    NULL is an empty unquoted field; every string is quoted, so '' is ``""``.
-    """
-
-    def field(value: Any) -> str:
-        if value is None:
-            return ""
-        if isinstance(value, str):
-            return '"' + value.replace('"', '""') + '"'
-        if isinstance(value, float):
-            return repr(value)
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return "\\x" + bytes(value).hex()
-        return str(value)
-
-    if not any(converters):
-        def encode(row: tuple) -> str:
-            return ",".join([field(v) for v in row]) + "\n"
-    else:
-        def encode(row: tuple) -> str:
-            return ",".join(
-                [field(c(v) if c is not None else v) for v, c in zip(row, converters, strict=True)]
-            ) + "\n"
-    return encode
-
-
-def make_rows_encoder(converters: list[Callable[[Any], Any] | None]) -> Callable[[list[tuple]], str]:
-    """Like :func:`make_row_encoder`, same output, for a list of rows at once.
-
-    Works column by column so that strings, integers and NULLs, nearly every value,
-    cost no Python function call (about 40% faster); other types go through the
-    single-row encoder's rules.
-    """
-    one = make_row_encoder([None])
-
-    def other(value: Any) -> str:
-        return one((value,))[:-1]
-
-    def encode_rows(rows: list[tuple]) -> str:
-        if not rows:
-            return ""
-        cols = []
-        for col, conv in zip(zip(*rows, strict=True), converters, strict=True):
-            values = col if conv is None else map(conv, col)
-            cols.append([
-                '"' + v.replace('"', '""') + '"' if v.__class__ is str else "" if v is None
-                else str(v) if v.__class__ is int else other(v)
-                for v in values
-            ])
-        return "\n".join(map(",".join, zip(*cols, strict=True))) + "\n"
-
-    return encode_rows
-
-
-def header_line(columns: list[str]) -> str:
-    return ",".join(c if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", c) else csv_text(c) for c in columns) + "\n"
-
-
-_FIELD = re.compile(r'"((?:[^"]|"")*)"|([^,]*)')
-
-
-def parse_record(line: str) -> list[str | None]:
-    """One CSV record to values: unquoted empty is None (NULL), quoted is a string."""
-    out: list[str | None] = []
-    pos, n = 0, len(line)
-    while True:
-        m = _FIELD.match(line, pos)
-        if m is None:  # pragma: no cover - the pattern always matches
-            raise ValueError("bad CSV")
-        quoted, bare = m.group(1), m.group(2)
-        if quoted is not None:
-            out.append(quoted.replace('""', '"'))
-        else:
-            out.append(bare if bare != "" else None)
-        pos = m.end()
-        if pos >= n:
-            break
-        if line[pos] != ",":
-            raise ValueError(f"unexpected character after field at {pos}")
-        pos += 1
-        if pos == n:
-            out.append(None)
-            break
-    return out
-
-
-def iter_records(path: str | os.PathLike[str]) -> Iterator[list[str | None]]:
-    """Stream the CSV records of a backup (header first), NULL as None. Flat memory.
-
-    Raises ValueError for a corrupt, truncated or non-UTF-8 file.
-    """
-    pending = ""
-    decoder = _utf8_decoder()
-    for chunk in iter_decompressed(path):
-        try:
-            text = pending + decoder.decode(chunk)
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"not UTF-8 ({exc.reason})") from None
-        rec_start = pos = quotes = 0
-        # A record ends at a newline preceded by an even number of quotes.
-        while (nl := text.find("\n", pos)) >= 0:
-            quotes += text.count('"', pos, nl)
-            pos = nl + 1
-            if quotes % 2 == 0:
-                yield parse_record(text[rec_start:nl])
-                rec_start, quotes = pos, 0
-        pending = text[rec_start:]
-    if pending:
-        raise ValueError("the CSV ends inside a record")
-
-
-def _utf8_decoder() -> Any:
-    import codecs
-
-    return codecs.getincrementaldecoder("utf-8")("strict")

@@ -13,14 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .archive import (
-    DATA_SUFFIX,
-    iter_records,
-    manifest_path_for,
-    read_manifest,
-    scan_file,
-)
+from .archive import DATA_SUFFIX, manifest_path_for, read_manifest, scan_file
 from .config import Settings
+from .csvfile import iter_records
 from .db import LockedConnection, TableInfo, check_connection, describe_table, quote
 from .errors import BackupMismatch, BackupNotFound, RestoreError
 from .models import BackupInfo, RestoreResult, VerifyResult

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .archive import MemberWriter, header_line, make_rows_encoder
+from .archive import MemberWriter
+from .csvfile import header_line, make_rows_encoder
 from .db import TableInfo
 from .errors import CleanupFailed
 from .history import db_time, journal_sql

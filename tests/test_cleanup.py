@@ -188,7 +188,7 @@ def test_rows_written_during_a_run_are_never_lost(demo_settings):
     table = table_snapshot(demo_settings)
     archived = {}
     for b in list_backups(demo_settings):
-        from core.archive import iter_records
+        from core.csvfile import iter_records
 
         it = iter_records(b.file)
         header = next(it)

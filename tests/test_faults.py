@@ -57,9 +57,9 @@ from core import (
     run_cleanup,
     verify_backup,
 )
-from core.archive import iter_records
 from core.cli import main as cli_main
 from core.config import load_settings
+from core.csvfile import iter_records
 from core.db import get_engine
 from core.demo import demo_data
 from fakeslack import TOKEN, FakeSlack, Reply, closed_port
