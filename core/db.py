@@ -272,10 +272,7 @@ class LockedConnection:
 
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings, self.engine = settings, engine
-        raw = engine.raw_connection()
-        self.dbapi: Any = raw.driver_connection
-        raw.detach()  # closing it really closes it, and with it any session lock
-        self._raw = raw
+        self._raw, self.dbapi = _detached(engine)
         self._others: list[Any] = []
         self._file_lock: SqliteFileLock | None = None
         if engine.dialect.name == "sqlite":
@@ -305,9 +302,7 @@ class LockedConnection:
     def another(self) -> Any:
         """A second DB-API connection of the same engine, closed by ``close()`` (PostgreSQL
         batches read through it while this one deletes)."""
-        raw = self.engine.raw_connection()
-        dbapi = raw.driver_connection
-        raw.detach()
+        raw, dbapi = _detached(self.engine)
         self._others.append(raw)
         return dbapi
 
@@ -320,3 +315,12 @@ class LockedConnection:
         self._others.clear()
         if self._file_lock:
             self._file_lock.release()
+
+
+def _detached(engine: Engine) -> tuple[Any, Any]:
+    """(pool entry, DB-API connection) taken out of the pool: closing it really closes it,
+    and with it any session lock."""
+    raw = engine.raw_connection()
+    dbapi = raw.driver_connection
+    raw.detach()
+    return raw, dbapi

@@ -148,10 +148,11 @@ class PostgresBatcher(Batcher):
 
         self._retryable = (pg_errors.SerializationFailure, pg_errors.LockNotAvailable, pg_errors.DeadlockDetected)
         self.reader = reader
+        self._conns = (self.conn,) if reader is None else (self.conn, reader)
         self.conn.set_session(isolation_level="REPEATABLE READ", autocommit=False)
         if reader is not None:
             reader.set_session(isolation_level="REPEATABLE READ", readonly=True, autocommit=False)
-        for c in (self.conn, reader) if reader is not None else (self.conn,):
+        for c in self._conns:
             with c.cursor() as cur:
                 cur.execute("SET TIME ZONE 'UTC'")  # the COPY prints timestamps in the session's zone
                 cur.execute("SET lock_timeout = '30s'")
@@ -213,7 +214,7 @@ class PostgresBatcher(Batcher):
                 if self.reader is None:  # one connection: copy, then delete
                     cur.copy_expert(copy_sql, writer)
                     copied = cur.rowcount
-                    deleting = _done(self._delete(where, args))
+                    deleted = self._delete(where, args)
                 else:
                     with self.reader.cursor() as rcur:
                         rcur.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])  # sees what the DELETE sees
@@ -226,7 +227,8 @@ class PostgresBatcher(Batcher):
                 t2 = time.perf_counter()
                 if copied != n:
                     raise CleanupFailed(f"copied {copied} rows where the snapshot counted {n}; stopped safely")
-                deleted = deleting.result()
+                if deleting is not None:
+                    deleted = deleting.result()
                 if deleted != n:
                     raise CleanupFailed(f"DELETE matched {deleted} rows, backup holds {n}; rolled back")
                 t3 = time.perf_counter()
@@ -254,9 +256,7 @@ class PostgresBatcher(Batcher):
             return  # outcome unknown: keep the bytes; recovery decides from the journal
         if deleting is not None:
             deleting.exception()  # the connection is busy until the DELETE ends
-        for c in (self.reader, self.conn):
-            if c is None:
-                continue
+        for c in self._conns:
             try:
                 c.rollback()
             except Exception:  # the connection may be gone; the server rolls back itself
@@ -338,13 +338,6 @@ class SqliteBatcher(Batcher):
                     log.debug("rollback failed", exc_info=True)
                 writer.rollback_member()
             raise
-
-
-def _done(value: Any) -> Future[Any]:
-    """A finished future holding ``value`` (the one-connection path has nothing to wait for)."""
-    f: Future[Any] = Future()
-    f.set_result(value)
-    return f
 
 
 def _one(conn: Any, sql: str, args: list[Any]) -> Any:
