@@ -5,10 +5,71 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from enum import Enum, StrEnum
 from typing import Any, Callable
 
 # progress(rows_done, rows_total): called by long operations after each batch.
 Progress = Callable[[int, int], None]
+
+
+class RunStatus(StrEnum):
+    """What became of a run. Values are the stable JSON/history spelling."""
+
+    RUNNING = "running"
+    SUCCESS = "success"
+    NOTHING_TO_DO = "nothing_to_do"
+    DRY_RUN = "dry_run"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def label(self) -> str:
+        """Short human label with an icon, for tables and headers."""
+        return _RUN_LABELS[self]
+
+    @property
+    def finished(self) -> bool:
+        return self is not RunStatus.RUNNING
+
+
+_RUN_LABELS = {
+    RunStatus.RUNNING: "⏳ running",
+    RunStatus.SUCCESS: "✅ success",
+    RunStatus.NOTHING_TO_DO: "➖ nothing to do",
+    RunStatus.DRY_RUN: "🔍 dry run",
+    RunStatus.FAILED: "❌ failed",
+    RunStatus.INTERRUPTED: "⚠️ interrupted",
+}
+
+
+class NotifyStatus(StrEnum):
+    """What became of a run's Slack report."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+    @property
+    def label(self) -> str:
+        return _NOTIFY_LABELS[self]
+
+
+_NOTIFY_LABELS = {
+    NotifyStatus.PENDING: "⏳ pending",
+    NotifyStatus.SENT: "✅ sent",
+    NotifyStatus.SKIPPED: "➖ skipped",
+    NotifyStatus.FAILED: "❌ failed",
+}
+
+
+class Trigger(StrEnum):
+    """Which front end started a run."""
+
+    CLI = "cli"
+    DASHBOARD = "dashboard"
+    HTTP = "http"
+    TEST = "test"
 
 
 def utcnow() -> datetime:
@@ -20,6 +81,8 @@ def to_jsonable(value: Any) -> Any:
     """Dataclasses, datetimes and paths to plain JSON values (ISO 8601 with offset)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
@@ -80,7 +143,7 @@ class RunResult:
     """The outcome of one cleanup run, as ``run --json`` prints it."""
 
     run_id: str
-    status: str  # success | nothing_to_do | dry_run | failed | interrupted | running
+    status: RunStatus
     table: str
     cutoff: datetime
     rows_archived: int
@@ -88,9 +151,9 @@ class RunResult:
     backup_file: str | None
     manifest_file: str | None
     sha256: str | None
-    notification: str  # sent | skipped | failed | pending
+    notification: NotifyStatus
     duration_s: float
-    trigger: str
+    trigger: Trigger
     started_at: datetime
     finished_at: datetime | None
     error: str | None = None
