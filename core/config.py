@@ -1,48 +1,240 @@
-"""Settings: built-in defaults < ``.env`` < environment < ``st.secrets`` < flags.
+"""Settings, declared once: built-in default < ``.env`` < environment < secrets file < flags.
 
-``load_settings`` validates every value it can without touching the database and
-raises :class:`BadSetting` naming the setting. Secrets are kept out of ``repr``.
+Each setting is one field of :class:`Settings` whose metadata (:class:`SettingSpec`)
+holds its environment name, help text, parser, check, whether it is a secret and
+its command-line flag. Everything else is derived from those declarations:
+:data:`ENV_NAMES`, :data:`SECRET_FIELDS`, coercion, validation, masking for
+display, the CLI's override flags and the README table's test.
+
+:func:`load_settings` reads the sources and validates every value it can without
+touching the database; a bad value raises :class:`BadSetting` naming the setting.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy.engine import make_url
 
 from .errors import BadSetting
+
+log = logging.getLogger(__name__)
 
 # A plain SQL name: what we accept for tables and columns from configuration.
 # Anything else (quotes, spaces, semicolons) is refused rather than escaped.
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 DEFAULT_BATCH_SIZE = 50_000
+ENV_FILE = ".env"
+# Where the dashboard's secrets live when Streamlit's ``secrets.files`` is not changed;
+# later files override earlier ones (the project's over the user's), as in Streamlit.
+DASHBOARD_SECRETS_FILES = ("~/.streamlit/secrets.toml", ".streamlit/secrets.toml")
+SHOWN_FOR_A_SECRET = "•••••• (set)"
+GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+# Query parameters of a database URL whose values are secrets (case-insensitive); a
+# key ending in one of the _SECRET_SUFFIXES counts too (``sslpassword``, ``api_token``).
+_SECRET_QUERY_KEYS = frozenset({"password", "sslpassword", "token", "key", "secret", "access_token", "api_key"})
+_SECRET_SUFFIXES = ("password", "secret", "token", "_key")
+
+Parser = Callable[[str, Any], Any]  # (env name, raw value) -> typed value, or BadSetting
+Check = Callable[[str, Any], None]  # (env name, typed value) -> None, or BadSetting
+
+
+def mask_url(url: str) -> str:
+    """The URL for display: its password and every secret query parameter shown as ``***``.
+
+    Used for every display of a database URL (pages, logs, errors, history). Never raises:
+    an unparseable URL is shown by its scheme only.
+    """
+    try:
+        parsed = make_url(url)
+        shown = parsed.set(query={}).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 (whatever the parser chokes on, show no more than the scheme)
+        return url.split(":", 1)[0] + ":…"
+    params = []
+    for key, values in parsed.query.items():
+        for value in (values,) if isinstance(values, str) else values:
+            params.append(f"{quote(key)}={'***' if _is_secret_key(key) else quote(value, safe='/:,')}")
+    return shown + ("?" + "&".join(params) if params else "")
+
+
+def _is_secret_key(key: str) -> bool:
+    k = key.lower()
+    return k in _SECRET_QUERY_KEYS or k.endswith(_SECRET_SUFFIXES)
+
+
+def _to_text(env: str, value: Any) -> str:  # noqa: ARG001 (every parser takes the name)
+    return str(value).strip()
+
+
+def _to_int(env: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise BadSetting(env, value, "must be a whole number")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().replace("_", "")
+    if not re.fullmatch(r"[+-]?\d+", text):
+        raise BadSetting(env, value, "must be a whole number")
+    return int(text)
+
+
+def _to_float(env: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise BadSetting(env, value, "must be a number") from None
+
+
+def _to_bool(env: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise BadSetting(env, value, "must be true or false")
+
+
+_PARSER_BY_TYPE: dict[type, Parser] = {bool: _to_bool, int: _to_int, float: _to_float}
+
+
+def check_identifier(setting: str, name: str) -> str:
+    """``name`` if it is a plain SQL name, else BadSetting (never quoted into SQL)."""
+    if not IDENTIFIER.match(name or ""):
+        raise BadSetting(
+            setting, name, "must be a plain SQL name (letters, digits, _; not starting with a digit)"
+        )
+    return name
+
+
+def _between(low: float, high: float, why: str) -> Check:
+    def check(env: str, value: Any) -> None:
+        if not low <= value <= high:
+            raise BadSetting(env, value, why)
+
+    return check
+
+
+def _check_days(env: str, days: int) -> None:
+    if days < 0:
+        raise BadSetting(env, days, "must be 0 or more days")
+    if days > 365_000:
+        raise BadSetting(env, days, "is more than 1000 years")
+
+
+def _check_timeout(env: str, seconds: float) -> None:
+    if not 0 < seconds <= 3600:
+        raise BadSetting(env, seconds, "must be between 0 and 3600 seconds")
+
+
+def _check_table(env: str, table: str) -> None:
+    parts = table.split(".")
+    if len(parts) > 2:
+        raise BadSetting(env, table, "must be table or schema.table")
+    for part in parts:
+        check_identifier(env, part)
+
+
+def _check_not_empty(env: str, value: str) -> None:
+    if not value:
+        raise BadSetting(env, value, "must not be empty")
+
+
+def _check_database_url(env: str, url: str) -> None:
+    try:
+        backend = make_url(url).get_backend_name()
+    except Exception:  # noqa: BLE001 (any parse failure is the same bad setting)
+        raise BadSetting(env, mask_url(url), "is not a SQLAlchemy URL") from None
+    if backend not in {"sqlite", "postgresql"}:
+        raise BadSetting(env, mask_url(url), "must be sqlite:// or postgresql://")
+
+
+def _min_length(chars: int) -> Check:
+    """A secret of at least ``chars`` characters; the refusal never shows the value."""
+
+    def check(env: str, value: str | None) -> None:
+        if value and len(value) < chars:
+            raise BadSetting(env, None, f"is shorter than {chars} characters; generate one with {GENERATE_SECRET}")
+
+    return check
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """How one setting is read, checked, shown and documented (a field's ``metadata["setting"]``)."""
+
+    env: str
+    help: str
+    parse: Parser
+    check: Check | None = None
+    secret: bool = False  # never shown: masked() says only that it is set
+    mask: Callable[[str], str] | None = None  # shown through this (the database URL)
+    flag: str | None = None  # the CLI option that overrides it, e.g. "--backup-dir"
+
+
+def setting(env: str, default: Any, help: str, *, check: Check | None = None, secret: bool = False,  # noqa: A002
+            mask: Callable[[str], str] | None = None, flag: str | None = None) -> Any:
+    """Declare one setting: a dataclass field carrying its :class:`SettingSpec`.
+
+    The parser follows the default's type (bool, int, float, else text).
+    """
+    spec = SettingSpec(env=env, help=help, parse=_PARSER_BY_TYPE.get(type(default), _to_text), check=check,
+                       secret=secret, mask=mask, flag=flag)
+    return field(default=default, repr=not (secret or mask), metadata={"setting": spec})
 
 
 @dataclass(frozen=True)
 class Settings:
     """Effective configuration. Build it with :func:`load_settings`."""
 
-    database_url: str = field(default="sqlite:///./local.db", repr=False)
-    table: str = "conversation_log"
-    timestamp_column: str = "created_at"
-    retention_days: int = 30
-    backup_dir: str = "./backups"
-    batch_size: int = DEFAULT_BATCH_SIZE
-    gzip_level: int = 1
-    slack_bot_token: str | None = field(default=None, repr=False)
-    slack_channel: str = "ai-reports"
-    slack_webhook_url: str | None = field(default=None, repr=False)
-    slack_api_base_url: str = "https://slack.com/api/"
-    slack_upload_max_bytes: int = 50 * 1024 * 1024
-    slack_notify_nothing_to_do: bool = True
-    slack_timeout_s: float = 60.0
-    cleanup_trigger_token: str | None = field(default=None, repr=False)
-    dashboard_password: str | None = field(default=None, repr=False)
+    database_url: str = setting(
+        "DATABASE_URL", "sqlite:///./local.db", "SQLAlchemy URL (PostgreSQL or SQLite)",
+        check=_check_database_url, mask=mask_url, flag="--database-url")
+    table: str = setting(
+        "LOG_TABLE", "conversation_log", "log table, or schema.table on PostgreSQL",
+        check=_check_table, flag="--table")
+    timestamp_column: str = setting(
+        "LOG_TIMESTAMP_COLUMN", "created_at", "column the age is measured on",
+        check=check_identifier, flag="--timestamp-column")
+    retention_days: int = setting(
+        "LOG_RETENTION_DAYS", 30, "rows strictly older than now - N days are archived and deleted",
+        check=_check_days)
+    backup_dir: str = setting(
+        "BACKUP_DIR", "./backups", "where backups are written", check=_check_not_empty, flag="--backup-dir")
+    batch_size: int = setting(
+        "CLEANUP_BATCH_SIZE", DEFAULT_BATCH_SIZE, "rows per archive-and-delete transaction",
+        check=_between(1, 1_000_000, "must be between 1 and 1000000"))
+    gzip_level: int = setting(
+        "BACKUP_GZIP_LEVEL", 1, "gzip level of backups, 0-9", check=_between(0, 9, "must be between 0 and 9"))
+    slack_bot_token: str | None = setting(
+        "SLACK_BOT_TOKEN", None, "Slack bot token (xoxb-...): reports through the Web API", secret=True)
+    slack_channel: str = setting("SLACK_CHANNEL", "ai-reports", "Slack channel name or ID")
+    slack_webhook_url: str | None = setting(
+        "SLACK_WEBHOOK_URL", None, "Slack incoming webhook, used when no bot token is set", secret=True)
+    slack_api_base_url: str = setting("SLACK_API_BASE_URL", "https://slack.com/api/", "Slack Web API base")
+    slack_upload_max_bytes: int = setting(
+        "SLACK_UPLOAD_MAX_BYTES", 50 * 1024 * 1024, "larger backups are not uploaded to Slack",
+        check=_between(0, float("inf"), "must be 0 or more"))
+    slack_notify_nothing_to_do: bool = setting(
+        "SLACK_NOTIFY_NOTHING_TO_DO", True, "also report runs that found nothing to delete")
+    slack_timeout_s: float = setting(
+        "SLACK_TIMEOUT_S", 60.0, "upper bound on the time one Slack report may take", check=_check_timeout)
+    cleanup_trigger_token: str | None = setting(
+        "CLEANUP_TRIGGER_TOKEN", None, "bearer token of the HTTP trigger; unset disables it",
+        check=_min_length(16), secret=True)
+    dashboard_password: str | None = setting(
+        "DASHBOARD_PASSWORD", None, "dashboard password when OIDC login is not configured",
+        check=_min_length(12), secret=True)
 
     @property
     def table_parts(self) -> tuple[str | None, str]:
@@ -57,15 +249,15 @@ class Settings:
         return mask_url(self.database_url)
 
     def masked(self) -> dict[str, Any]:
-        """Every setting by environment name, secrets replaced, for display."""
+        """Every setting by environment name, for display: secrets hidden, the URL masked."""
         out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "database_url":
-                value = mask_url(value)
-            elif f.name in SECRET_FIELDS and value:
-                value = "•••••• (set)"
-            out[ENV_NAMES[f.name]] = value
+        for name, spec in SPECS.items():
+            value = getattr(self, name)
+            if value and spec.secret:
+                value = SHOWN_FOR_A_SECRET
+            elif value and spec.mask:
+                value = spec.mask(value)
+            out[spec.env] = value
         return out
 
     def with_overrides(self, **changes: Any) -> Settings:
@@ -73,40 +265,13 @@ class Settings:
         return _validate(replace(self, **{k: v for k, v in changes.items() if v is not None}))
 
 
-SECRET_FIELDS = frozenset(
-    {"slack_bot_token", "slack_webhook_url", "cleanup_trigger_token", "dashboard_password"}
-)
-
-ENV_NAMES = {
-    "database_url": "DATABASE_URL",
-    "table": "LOG_TABLE",
-    "timestamp_column": "LOG_TIMESTAMP_COLUMN",
-    "retention_days": "LOG_RETENTION_DAYS",
-    "backup_dir": "BACKUP_DIR",
-    "batch_size": "CLEANUP_BATCH_SIZE",
-    "gzip_level": "BACKUP_GZIP_LEVEL",
-    "slack_bot_token": "SLACK_BOT_TOKEN",
-    "slack_channel": "SLACK_CHANNEL",
-    "slack_webhook_url": "SLACK_WEBHOOK_URL",
-    "slack_api_base_url": "SLACK_API_BASE_URL",
-    "slack_upload_max_bytes": "SLACK_UPLOAD_MAX_BYTES",
-    "slack_notify_nothing_to_do": "SLACK_NOTIFY_NOTHING_TO_DO",
-    "slack_timeout_s": "SLACK_TIMEOUT_S",
-    "cleanup_trigger_token": "CLEANUP_TRIGGER_TOKEN",
-    "dashboard_password": "DASHBOARD_PASSWORD",
-}
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***; never raises."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparseable URL is shown only by its scheme
-        return url.split(":", 1)[0] + ":…"
+SPECS: dict[str, SettingSpec] = {f.name: f.metadata["setting"] for f in fields(Settings)}  # by field name, in field order
+ENV_NAMES: dict[str, str] = {name: spec.env for name, spec in SPECS.items()}
+SECRET_FIELDS = frozenset(name for name, spec in SPECS.items() if spec.secret)
 
 
 def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Parse a ``.env`` file: KEY=VALUE lines, optional ``export``, quotes, # comments."""
+    """Parse a ``.env`` file: KEY=VALUE lines, optional ``export``, quotes, # comments. {} if missing."""
     p = Path(path)
     if not p.is_file():
         return {}
@@ -127,116 +292,95 @@ def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
     return out
 
 
+def read_secrets_files(paths: Iterable[str | os.PathLike[str]]) -> dict[str, Any]:
+    """The settings in Streamlit secrets TOML files: top-level keys named like environment variables.
+
+    Later files override earlier ones. Sections (``[auth]``, ``[access]``) belong to the
+    dashboard and are ignored; a missing file counts as empty, and so does an unreadable
+    one (logged), as Streamlit's own loader treats it for the pages.
+    """
+    known = set(ENV_NAMES.values())
+    out: dict[str, Any] = {}
+    for path in paths:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            continue
+        try:
+            doc = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring the secrets file %s: %s", p, exc)
+            continue
+        out.update({k: v for k, v in doc.items() if k in known and not isinstance(v, Mapping)})
+    return out
+
+
+def read_sources(
+    *,
+    environ: Mapping[str, str] | None = None,
+    env_file: str | os.PathLike[str] | None = ENV_FILE,
+    secrets_files: Iterable[str | os.PathLike[str]] = (),
+) -> dict[str, Any]:
+    """Raw setting values by environment name, each from the highest source that sets it.
+
+    Sources in rising priority: ``env_file``, ``environ`` (default ``os.environ``), the
+    ``secrets_files``. An empty value counts as unset. Reads files; writes nothing.
+    """
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    for layer in (read_env_file(env_file) if env_file else {}, environ, read_secrets_files(secrets_files)):
+        for env in ENV_NAMES.values():
+            if layer.get(env) is not None and str(layer[env]) != "":
+                raw[env] = layer[env]
+    return raw
+
+
 def load_settings(
     overrides: Mapping[str, Any] | None = None,
     *,
     environ: Mapping[str, str] | None = None,
-    env_file: str | os.PathLike[str] | None = ".env",
-    secrets: Mapping[str, Any] | None = None,
+    env_file: str | os.PathLike[str] | None = ENV_FILE,
+    secrets_files: Iterable[str | os.PathLike[str]] = (),
 ) -> Settings:
     """Build validated Settings from every source, in rising priority.
 
-    ``overrides`` are keyed by field name (``retention_days``), the other sources by
-    environment name (``LOG_RETENTION_DAYS``). Raises BadSetting naming the setting.
-    Reads ``env_file`` if it exists; writes nothing.
+    Defaults < ``env_file`` < ``environ`` < ``secrets_files`` < ``overrides``. ``overrides``
+    are keyed by field name (``retention_days``; None means not given), the other sources
+    by environment name (``LOG_RETENTION_DAYS``). Raises BadSetting naming the setting.
+    Reads the files that exist; writes nothing.
     """
-    environ = os.environ if environ is None else environ
-    raw: dict[str, Any] = {}
-    layers: list[Mapping[str, Any]] = [read_env_file(env_file) if env_file else {}, environ]
-    if secrets:
-        layers.append(secrets)
-    for layer in layers:
-        for fname, env in ENV_NAMES.items():
-            if env in layer and layer[env] is not None and str(layer[env]) != "":
-                raw[fname] = layer[env]
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            raw[key] = value
-    return _validate(_coerce(raw))
+    by_env = read_sources(environ=environ, env_file=env_file, secrets_files=secrets_files)
+    values = {name: by_env[spec.env] for name, spec in SPECS.items() if spec.env in by_env}
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None and k in SPECS})
+    typed = {name: SPECS[name].parse(SPECS[name].env, value) for name, value in values.items()}
+    return _validate(Settings(**typed))
 
 
-def _coerce(raw: Mapping[str, Any]) -> Settings:
-    kwargs: dict[str, Any] = {}
-    for f in fields(Settings):
-        if f.name not in raw:
-            continue
-        value, env = raw[f.name], ENV_NAMES[f.name]
-        default = f.default
-        if isinstance(default, bool):
-            kwargs[f.name] = _to_bool(env, value)
-        elif isinstance(default, int):
-            kwargs[f.name] = _to_int(env, value)
-        elif isinstance(default, float):
-            try:
-                kwargs[f.name] = float(value)
-            except (TypeError, ValueError):
-                raise BadSetting(env, value, "must be a number") from None
-        else:
-            kwargs[f.name] = str(value).strip()
-    return Settings(**kwargs)
+def load_dashboard_settings(*, secrets_files: Iterable[str | os.PathLike[str]] | None = None) -> Settings:
+    """The settings the dashboard and its HTTP routes use: ``.env``, environment, secrets files.
 
-
-def _to_int(env: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise BadSetting(env, value, "must be a whole number")
-    if isinstance(value, int):
-        return value
-    text = str(value).strip().replace("_", "")
-    if not re.fullmatch(r"[+-]?\d+", text):
-        raise BadSetting(env, value, "must be a whole number")
-    return int(text)
-
-
-def _to_bool(env: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise BadSetting(env, value, "must be true or false")
-
-
-def check_identifier(setting: str, name: str) -> str:
-    """``name`` if it is a plain SQL name, else BadSetting (never quoted into SQL)."""
-    if not IDENTIFIER.match(name or ""):
-        raise BadSetting(
-            setting, name, "must be a plain SQL name (letters, digits, _; not starting with a digit)"
-        )
-    return name
+    ``secrets_files`` defaults to :data:`DASHBOARD_SECRETS_FILES` (Streamlit's default
+    locations; the pages pass Streamlit's configured ``secrets.files``). Streamlit also
+    copies top-level secrets into the process environment when it starts, so routes
+    served beside the pages see the same values whatever ``secrets.files`` says.
+    """
+    files = DASHBOARD_SECRETS_FILES if secrets_files is None else secrets_files
+    return load_settings(env_file=ENV_FILE, secrets_files=files)
 
 
 def _validate(s: Settings) -> Settings:
-    if s.retention_days < 0:
-        raise BadSetting("LOG_RETENTION_DAYS", s.retention_days, "must be 0 or more days")
-    if s.retention_days > 365_000:
-        raise BadSetting("LOG_RETENTION_DAYS", s.retention_days, "is more than 1000 years")
-    if not 1 <= s.batch_size <= 1_000_000:
-        raise BadSetting("CLEANUP_BATCH_SIZE", s.batch_size, "must be between 1 and 1000000")
-    if not 0 <= s.gzip_level <= 9:
-        raise BadSetting("BACKUP_GZIP_LEVEL", s.gzip_level, "must be between 0 and 9")
-    if s.slack_upload_max_bytes < 0:
-        raise BadSetting("SLACK_UPLOAD_MAX_BYTES", s.slack_upload_max_bytes, "must be 0 or more")
-    if not 0 < s.slack_timeout_s <= 3600:
-        raise BadSetting("SLACK_TIMEOUT_S", s.slack_timeout_s, "must be between 0 and 3600 seconds")
-    parts = s.table.split(".")
-    if len(parts) > 2:
-        raise BadSetting("LOG_TABLE", s.table, "must be table or schema.table")
-    for part in parts:
-        check_identifier("LOG_TABLE", part)
-    check_identifier("LOG_TIMESTAMP_COLUMN", s.timestamp_column)
-    if not s.backup_dir:
-        raise BadSetting("BACKUP_DIR", s.backup_dir, "must not be empty")
-    try:
-        url = make_url(s.database_url)
-    except Exception:
-        raise BadSetting("DATABASE_URL", mask_url(s.database_url), "is not a SQLAlchemy URL") from None
-    backend = url.get_backend_name()
-    if backend not in {"sqlite", "postgresql"}:
-        raise BadSetting("DATABASE_URL", mask_url(s.database_url), "must be sqlite:// or postgresql://")
-    if backend == "sqlite" and "." in s.table:
-        raise BadSetting("LOG_TABLE", s.table, "schema.table is only supported on PostgreSQL")
-    if backend == "sqlite" and (url.database in (None, "", ":memory:")):
-        raise BadSetting("DATABASE_URL", s.database_url, "SQLite needs a database file, not :memory:")
+    """``s`` if every value passes its own check and the combinations are possible; else BadSetting."""
+    for name, spec in SPECS.items():
+        if spec.check is not None:
+            spec.check(spec.env, getattr(s, name))
+    _check_together(s)
     return s
+
+
+def _check_together(s: Settings) -> None:
+    url = make_url(s.database_url)  # parses: _check_database_url passed
+    if url.get_backend_name() != "sqlite":
+        return
+    if "." in s.table:
+        raise BadSetting("LOG_TABLE", s.table, "schema.table is only supported on PostgreSQL")
+    if url.database in (None, "", ":memory:"):
+        raise BadSetting("DATABASE_URL", s.database_url, "SQLite needs a database file, not :memory:")

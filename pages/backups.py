@@ -8,7 +8,8 @@ import streamlit as st
 
 from core import RetentionError, Settings, restore_backup, verify_backup
 from core.models import BackupInfo
-from ui import downloads, fmt
+from core.present import count, human_bytes, human_duration, timestamp
+from ui import downloads
 from ui.data import cached_backups, clear_caches
 from ui.state import settings_or_stop
 
@@ -22,8 +23,8 @@ def _confirm_restore(settings: Settings) -> None:
     try:
         r = restore_backup(settings, name)
         st.session_state[RESTORE_DONE] = (
-            "success", f"Restored {fmt.count(r.rows_restored)} rows of {name} into {r.table}; "
-            f"{fmt.count(r.rows_skipped)} were already present and skipped ({fmt.duration(r.duration_s)}).")
+            "success", f"Restored {count(r.rows_restored)} rows of {name} into {r.table}; "
+            f"{count(r.rows_skipped)} were already present and skipped ({human_duration(r.duration_s)}).")
     except RetentionError as exc:
         st.session_state[RESTORE_DONE] = ("error", f"Restore refused, the table is unchanged: {exc.one_line()}")
     clear_caches()
@@ -33,11 +34,11 @@ def _confirm_restore(settings: Settings) -> None:
 def restore_dialog(settings: Settings, b: BackupInfo) -> None:
     if not st.session_state.get(RESTORE):
         st.rerun()
-    st.markdown(f"Put the **{fmt.count(b.rows)} rows** of `{Path(b.file).name}` back in **{settings.table}**. "
+    st.markdown(f"Put the **{count(b.rows)} rows** of `{Path(b.file).name}` back in **{settings.table}**. "
                 "The backup is verified first; rows whose primary key is already in the table are skipped. "
                 "All or nothing: on any error the table is unchanged.")
     left, right = st.columns(2)
-    left.button(f"Restore {fmt.count(b.rows)} rows", type="primary", key="confirm_restore",
+    left.button(f"Restore {count(b.rows)} rows", type="primary", key="confirm_restore",
                 on_click=_confirm_restore, args=(settings,), width="stretch")
     right.button("Cancel", key="cancel_restore", on_click=lambda: st.session_state.pop(RESTORE, None),
                  width="stretch")
@@ -65,12 +66,12 @@ table = pd.DataFrame(
     {
         "file": [Path(b.file).name for b in backups],
         "rows": [b.rows for b in backups],
-        "cutoff": [fmt.ts(b.cutoff) for b in backups],
-        "created": [fmt.ts(b.created_at) for b in backups],
-        "size": [fmt.human_bytes(b.size_bytes) for b in backups],
+        "cutoff": [timestamp(b.cutoff, seconds=False) for b in backups],
+        "created": [timestamp(b.created_at, seconds=False) for b in backups],
+        "size": [human_bytes(b.size_bytes) for b in backups],
         "sha256": [b.sha256 for b in backups],
-        "oldest row": [fmt.ts(b.min_timestamp) for b in backups],
-        "newest row": [fmt.ts(b.max_timestamp) for b in backups],
+        "oldest row": [timestamp(b.min_timestamp, seconds=False) for b in backups],
+        "newest row": [timestamp(b.max_timestamp, seconds=False) for b in backups],
     }
 )
 st.dataframe(table, hide_index=True, width="stretch",
@@ -80,7 +81,7 @@ st.dataframe(table, hide_index=True, width="stretch",
 names = [Path(b.file).name for b in backups]
 name = st.selectbox("Backup", names, key="backup_name")
 b = backups[names.index(name)]
-st.caption(f"{fmt.count(b.rows)} rows · created {fmt.ts(b.created_at)} · cutoff {fmt.ts(b.cutoff)} · "
+st.caption(f"{count(b.rows)} rows · created {timestamp(b.created_at, seconds=False)} · cutoff {timestamp(b.cutoff, seconds=False)} · "
            f"run {b.run_id or '—'}")
 
 c1, c2, c3, c4 = st.columns(4)
@@ -110,9 +111,9 @@ if verify:
         st.error(exc.one_line(), icon=":material/error:")
     else:
         if v.ok:
-            st.success(f"{name} verifies: {fmt.count(v.rows)} rows, SHA-256 matches the manifest.",
+            st.success(f"{name} verifies: {count(v.rows)} rows, SHA-256 matches the manifest.",
                        icon=":material/verified:")
         else:
-            st.error(f"{name} does not match its manifest: {v.problem} (file: {fmt.count(v.rows)} rows, "
-                     f"sha256 {v.sha256[:16]}…; manifest: {fmt.count(v.expected_rows)} rows, "
+            st.error(f"{name} does not match its manifest: {v.problem} (file: {count(v.rows)} rows, "
+                     f"sha256 {v.sha256[:16]}…; manifest: {count(v.expected_rows)} rows, "
                      f"sha256 {v.expected_sha256[:16]}…).", icon=":material/gpp_bad:")

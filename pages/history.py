@@ -4,6 +4,8 @@ import pandas as pd
 import streamlit as st
 
 from core import RetentionError, list_history
+from core.models import NotifyStatus, RunStatus
+from core.present import count, human_duration, plural, timestamp
 from ui import fmt
 from ui.state import settings_or_stop
 
@@ -21,28 +23,28 @@ if not runs:
     st.info(f"No cleanup of {settings.table} has run yet.", icon=":material/history:")
     st.stop()
 
-failed = [r for r in runs if r.status in ("failed", "interrupted")]
-unreported = [r for r in runs if r.notification == "failed"]
+failed = [r for r in runs if r.status in (RunStatus.FAILED, RunStatus.INTERRUPTED)]
+unreported = [r for r in runs if r.notification == NotifyStatus.FAILED]
 if failed:
-    st.error(f"{fmt.plural(len(failed), 'run')} failed or were interrupted (of the last {len(runs)}); "
+    st.error(f"{plural(len(failed), 'run')} failed or were interrupted (of the last {len(runs)}); "
              "rows they deleted are in backups that verify. Details below.", icon=":material/error:")
 if unreported:
-    st.warning(f"{fmt.plural(len(unreported), 'Slack report')} failed; the cleanups themselves are recorded "
+    st.warning(f"{plural(len(unreported), 'Slack report')} failed; the cleanups themselves are recorded "
                "here.", icon=":material/notifications_off:")
-st.caption(f"The last {fmt.plural(len(runs), 'run')} of {settings.table}, newest first.")
+st.caption(f"The last {plural(len(runs), 'run')} of {settings.table}, newest first.")
 
 st.dataframe(
     pd.DataFrame(
         {
-            "started": [fmt.ts(r.started_at, seconds=True) for r in runs],
-            "status": [fmt.status(r.status) for r in runs],
+            "started": [timestamp(r.started_at) for r in runs],
+            "status": [RunStatus(r.status).label for r in runs],
             "trigger": [r.trigger for r in runs],
-            "cutoff": [fmt.ts(r.cutoff) for r in runs],
-            "rows": [r.rows_matched if r.status == "dry_run" else r.rows_deleted for r in runs],
+            "cutoff": [timestamp(r.cutoff, seconds=False) for r in runs],
+            "rows": [r.rows_matched if r.status == RunStatus.DRY_RUN else r.rows_deleted for r in runs],
             "backup": [fmt.file_name(r.backup_file) for r in runs],
-            "duration": [fmt.duration(r.duration_s) for r in runs],
-            "Slack": [fmt.notification(r.notification) for r in runs],
-            "problem": [r.error or (r.notification_detail if r.notification == "failed" else "") or "" for r in runs],
+            "duration": [human_duration(r.duration_s) for r in runs],
+            "Slack": [NotifyStatus(r.notification).label for r in runs],
+            "problem": [r.error or (r.notification_detail if r.notification == NotifyStatus.FAILED else "") or "" for r in runs],
             "run id": [r.run_id for r in runs],
         }
     ),
@@ -57,10 +59,10 @@ st.dataframe(
 )
 
 for r in failed + [r for r in unreported if r not in failed]:
-    with st.expander(f"{fmt.status(r.status)} · {fmt.ts(r.started_at, seconds=True)} · run {r.run_id[:8]}"):
+    with st.expander(f"{RunStatus(r.status).label} · {timestamp(r.started_at)} · run {r.run_id[:8]}"):
         if r.error:
             st.markdown(f"**Error:** {r.error}")
-        st.markdown(f"**Slack:** {fmt.notification(r.notification)}"
+        st.markdown(f"**Slack:** {NotifyStatus(r.notification).label}"
                     + (f" — {r.notification_detail}" if r.notification_detail else ""))
-        st.markdown(f"**Rows deleted:** {fmt.count(r.rows_deleted)} · **backup:** `{fmt.file_name(r.backup_file)}`"
+        st.markdown(f"**Rows deleted:** {count(r.rows_deleted)} · **backup:** `{fmt.file_name(r.backup_file)}`"
                     + (f" · **sha256:** `{r.sha256}`" if r.sha256 else ""))

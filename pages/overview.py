@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from core import RetentionError
+from core.present import count, human_bytes, plural, timestamp
 from ui import fmt
 from ui.data import cached_stats, clear_caches
 from ui.state import settings_or_stop
@@ -27,16 +28,16 @@ for warning in s.warnings:
 
 cutoff = datetime.now(UTC) - timedelta(days=settings.retention_days)
 st.caption(
-    f"Table **{s.table}** · counted {fmt.ts(s.computed_at, seconds=True)} (refreshed at most every minute) · "
-    f"retention {fmt.plural(settings.retention_days, 'day')}: cutoff {fmt.ts(cutoff)}"
+    f"Table **{s.table}** · counted {timestamp(s.computed_at)} (refreshed at most every minute) · "
+    f"retention {plural(settings.retention_days, 'day')}: cutoff {timestamp(cutoff, seconds=False)}"
 )
 
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Total rows", fmt.count(s.total_rows), border=True)
-c2.metric("Oldest row", fmt.day(s.oldest), border=True, help=fmt.ts(s.oldest, seconds=True))
-c3.metric("Newest row", fmt.day(s.newest), border=True, help=fmt.ts(s.newest, seconds=True))
+c1.metric("Total rows", count(s.total_rows), border=True)
+c2.metric("Oldest row", fmt.day(s.oldest), border=True, help=timestamp(s.oldest))
+c3.metric("Newest row", fmt.day(s.newest), border=True, help=timestamp(s.newest))
 c4.metric(
-    "Table size", fmt.human_bytes(s.table_bytes), border=True,
+    "Table size", human_bytes(s.table_bytes), border=True,
     help="Table, indexes and TOAST (pg_total_relation_size)." if s.table_bytes is not None
     else "Shown on PostgreSQL only.",
 )
@@ -68,7 +69,7 @@ bars = (
         tooltip=[alt.Tooltip("label:N", title="day (UTC)"), alt.Tooltip("rows:Q", format=",")],
     )
 )
-marker = pd.DataFrame({"cutoff": [pd.Timestamp(cutoff)], "text": [f"cutoff: {fmt.plural(settings.retention_days, 'day')}"]})
+marker = pd.DataFrame({"cutoff": [pd.Timestamp(cutoff)], "text": [f"cutoff: {plural(settings.retention_days, 'day')}"]})
 rule = alt.Chart(marker).mark_rule(color="#1c2430", strokeDash=[6, 4], size=2).encode(x=alt.X("cutoff:T", scale=x_scale))
 label = (
     alt.Chart(marker)
@@ -80,7 +81,7 @@ st.altair_chart((bars + rule + label).properties(height=320), width="stretch")
 st.subheader("Rows by age")
 cols = st.columns(len(s.buckets))
 for col, bucket in zip(cols, s.buckets, strict=True):
-    col.metric(bucket.label, fmt.count(bucket.rows), fmt.share(bucket.rows, s.total_rows), delta_color="off",
+    col.metric(bucket.label, count(bucket.rows), fmt.share(bucket.rows, s.total_rows), delta_color="off",
                delta_arrow="off", border=True)
 
 if st.button("Refresh counts", icon=":material/refresh:", key="refresh_stats"):

@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from core import RetentionError, estimate_backup_bytes, preview, preview_sample
+from core.present import count, human_bytes, plural, timestamp
 from ui import fmt
 from ui.state import settings_or_stop
 from ui.widgets import cutoff_picker
@@ -24,24 +25,24 @@ except RetentionError as exc:
 for warning in p.warnings:
     st.warning(warning, icon=":material/speed:")
 
-st.markdown(f"Cutoff: rows of **{p.table}** created before **{fmt.ts(p.cutoff, seconds=True)}**")
+st.markdown(f"Cutoff: rows of **{p.table}** created before **{timestamp(p.cutoff)}**")
 c1, c2, c3 = st.columns(3)
-c1.metric("Rows to archive and delete", fmt.count(p.rows_to_delete), border=True)
+c1.metric("Rows to archive and delete", count(p.rows_to_delete), border=True)
 c2.metric("Share of the table", fmt.share(p.rows_to_delete, p.total_rows), border=True,
-          help=f"of {fmt.count(p.total_rows)} rows")
-c3.metric("Estimated backup size", fmt.human_bytes(estimate), border=True,
+          help=f"of {count(p.total_rows)} rows")
+c3.metric("Estimated backup size", human_bytes(estimate), border=True,
           help="gzip-compressed CSV; estimated from the average size of the oldest rows.")
 c4, c5, c6 = st.columns(3)
-c4.metric("Oldest affected", fmt.day(p.oldest), border=True, help=fmt.ts(p.oldest, seconds=True))
-c5.metric("Newest affected", fmt.day(p.newest), border=True, help=fmt.ts(p.newest, seconds=True))
-c6.metric("Rows kept", fmt.count(p.total_rows - p.rows_to_delete), border=True)
+c4.metric("Oldest affected", fmt.day(p.oldest), border=True, help=timestamp(p.oldest))
+c5.metric("Newest affected", fmt.day(p.newest), border=True, help=timestamp(p.newest))
+c6.metric("Rows kept", count(p.total_rows - p.rows_to_delete), border=True)
 
 if not p.rows_to_delete:
     st.info("No row is older than this cutoff: a cleanup now would have nothing to do.", icon=":material/check:")
     st.stop()
 
 st.subheader("Sample of affected rows")
-st.caption(f"The {fmt.plural(len(sample), 'oldest row')} that would go; long text is shortened to 120 characters.")
+st.caption(f"The {plural(len(sample), 'oldest row')} that would go; long text is shortened to 120 characters.")
 rows = pd.DataFrame(sample)
 first = [c for c in (rows.columns[0], settings.timestamp_column) if c in rows.columns]
 st.dataframe(rows, hide_index=True, width="stretch", column_order=[*first, *(c for c in rows.columns if c not in first)])

@@ -7,6 +7,8 @@ thread (ui.jobs) so that leaving the page does not interrupt it.
 import streamlit as st
 
 from core import RetentionError, Settings, cleanup_running, preview
+from core.models import NotifyStatus, RunStatus
+from core.present import count, human_bytes, human_duration, lead_sentence, plural, timestamp
 from ui import fmt, jobs
 from ui.data import clear_caches
 from ui.state import settings_or_stop
@@ -31,7 +33,7 @@ def confirm_dialog(settings: Settings) -> None:
     pending = st.session_state.get(PENDING)
     if not pending:  # confirmed or cancelled: close the dialog with a full rerun
         st.rerun()
-    cutoff, rows = fmt.ts(pending["cutoff"], seconds=True), fmt.count(pending["rows"])
+    cutoff, rows = timestamp(pending["cutoff"]), count(pending["rows"])
     if pending["dry_run"]:
         st.markdown(f"**Dry run** on **{pending['table']}**: counts the rows created before **{cutoff}** "
                     f"(now {rows}) and records the dry run in the history. Nothing is written or deleted.")
@@ -51,7 +53,7 @@ def _label(job: jobs.CleanupJob) -> str:
         return "Counting the rows older than the cutoff…"
     if not job.rows_total:
         return "Taking the cleanup lock and opening the backup…"
-    return f"{fmt.count(job.rows_done)} of {fmt.count(job.rows_total)} rows archived and deleted"
+    return f"{count(job.rows_done)} of {count(job.rows_total)} rows archived and deleted"
 
 
 def show_progress(job: jobs.CleanupJob) -> None:
@@ -65,37 +67,33 @@ def show_summary(job: jobs.CleanupJob) -> None:
     r = job.result
     if r is None:
         st.error(f"The cleanup did not run: {job.error}", icon=":material/error:")
-    elif r.status == "success":
-        st.success(f"Cleanup finished: {fmt.count(r.rows_deleted)} rows of {r.table} created before "
-                   f"{fmt.ts(r.cutoff, seconds=True)} were archived, verified and deleted.", icon=":material/check_circle:")
-    elif r.status == "dry_run":
-        st.info(f"Dry run finished: {fmt.count(r.rows_matched)} rows of {r.table} are older than "
-                f"{fmt.ts(r.cutoff, seconds=True)}. Nothing was changed.", icon=":material/search:")
-    elif r.status == "nothing_to_do":
-        st.info(f"Nothing to do: no row of {r.table} is older than {fmt.ts(r.cutoff, seconds=True)}.",
-                icon=":material/check:")
+    elif r.status == RunStatus.SUCCESS:
+        st.success(f"Cleanup finished. {lead_sentence(r)}", icon=":material/check_circle:")
+    elif r.status == RunStatus.DRY_RUN:
+        st.info(f"Dry run finished. {lead_sentence(r)}", icon=":material/search:")
+    elif r.status == RunStatus.NOTHING_TO_DO:
+        st.info(lead_sentence(r), icon=":material/check:")
     else:
-        st.error(f"Cleanup {r.status}: {r.error or 'see History'}. Rows already deleted are in a backup that "
-                 "verifies against its manifest.", icon=":material/error:")
-    if r is None or r.status == "dry_run":
+        st.error(lead_sentence(r), icon=":material/error:")
+    if r is None or r.status == RunStatus.DRY_RUN:
         return
     c1, c2, c3 = st.columns(3)
-    c1.metric("Rows archived", fmt.count(r.rows_archived), border=True)
-    c2.metric("Rows deleted", fmt.count(r.rows_deleted), border=True)
-    c3.metric("Duration", fmt.duration(r.duration_s), border=True)
+    c1.metric("Rows archived", count(r.rows_archived), border=True)
+    c2.metric("Rows deleted", count(r.rows_deleted), border=True)
+    c3.metric("Duration", human_duration(r.duration_s), border=True)
     if r.backup_file:
-        st.markdown(f"**Backup file:** `{fmt.file_name(r.backup_file)}` ({fmt.human_bytes(r.backup_bytes)})")
+        st.markdown(f"**Backup file:** `{fmt.file_name(r.backup_file)}` ({human_bytes(r.backup_bytes)})")
         st.markdown("**SHA-256:**")
         st.code(r.sha256 or "—", language=None)
-    slack = f"**Slack report:** {fmt.notification(r.notification)}" + (
+    slack = f"**Slack report:** {NotifyStatus(r.notification).label}" + (
         f" — {r.notification_detail}" if r.notification_detail else "")
-    if r.notification == "failed":
+    if r.notification == NotifyStatus.FAILED:
         st.warning(slack + "\n\nThe cleanup itself is complete; the failure is recorded in History.",
                    icon=":material/notifications_off:")
     else:
         st.markdown(slack)
     if r.recovered_runs:
-        st.info(f"Also recovered {fmt.plural(len(r.recovered_runs), 'interrupted run')}: "
+        st.info(f"Also recovered {plural(len(r.recovered_runs), 'interrupted run')}: "
                 + ", ".join(r.recovered_runs), icon=":material/healing:")
 
 
@@ -138,8 +136,8 @@ try:
 except RetentionError as exc:
     st.error(exc.one_line(), icon=":material/error:")
     st.stop()
-st.markdown(f"**{fmt.count(p.rows_to_delete)}** of {fmt.count(p.total_rows)} rows of **{p.table}** are older "
-            f"than **{fmt.ts(p.cutoff, seconds=True)}**.")
+st.markdown(f"**{count(p.rows_to_delete)}** of {count(p.total_rows)} rows of **{p.table}** are older "
+            f"than **{timestamp(p.cutoff)}**.")
 if st.button("Run Cleanup", type="primary", key="run_cleanup", icon=":material/delete_sweep:"):
     st.session_state[PENDING] = {"cutoff": p.cutoff, "rows": p.rows_to_delete, "dry_run": dry_run, "table": p.table}
     confirm_dialog(settings)

@@ -4,7 +4,9 @@ import pandas as pd
 import streamlit as st
 
 from core import RetentionError, cleanup_running
-from ui import downloads, fmt
+from core.models import NotifyStatus
+from core.notify import send_test_message
+from ui import downloads
 from ui.access import access_mode
 from ui.state import settings_or_stop
 
@@ -51,13 +53,8 @@ else:
     how = "not configured (set SLACK_BOT_TOKEN and SLACK_CHANNEL, or SLACK_WEBHOOK_URL)"
 st.markdown(f"**Reports go through:** {how}")
 if st.button("Send test message", key="slack_test", icon=":material/send:"):
-    try:
-        from core.notify import send_test_message
-    except ImportError:
-        st.error("This version of the core cannot send a test message yet (core.notify.send_test_message).")
-    else:
-        with st.spinner("Posting to Slack…"):
-            outcome = send_test_message(settings)
-        text = f"Slack test message: {fmt.notification(outcome.status)}" + (
-            f" — {outcome.detail}" if outcome.detail else "")
-        {"sent": st.success, "skipped": st.info}.get(outcome.status, st.error)(text)
+    with st.spinner("Posting to Slack…"):
+        outcome = send_test_message(settings)
+    text = f"Slack test message: {NotifyStatus(outcome.status).label}" + (
+        f" — {outcome.detail}" if outcome.detail else "")
+    {NotifyStatus.SENT: st.success, NotifyStatus.SKIPPED: st.info}.get(outcome.status, st.error)(text)

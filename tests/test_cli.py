@@ -139,7 +139,7 @@ def test_run_is_quiet_on_success_for_cron(demo_settings):
     p = cli(demo_settings, "run", "--no-notify")
     assert p.returncode == 0 and p.stdout == "" and p.stderr == ""
     v = cli(demo_settings, "run", "--no-notify", "--retention-days", "5", "-v")
-    assert v.returncode == 0 and "archived and deleted" in v.stdout
+    assert v.returncode == 0 and "to a verified backup and deleted" in v.stdout
 
 
 def test_verify_of_a_tampered_backup_exits_1(demo_settings):

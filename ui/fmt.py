@@ -1,60 +1,24 @@
-"""Formatting for display: counts, sizes, UTC timestamps, durations, run outcomes."""
+"""Display helpers only the pages need (narrow metric cards, shares, file names).
+
+Counts, sizes, durations, times and status labels come from :mod:`core.present` and
+``RunStatus.label`` / ``NotifyStatus.label``, as in the CLI and Slack.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
-STATUS_LABELS = {
-    "success": "✅ success",
-    "nothing_to_do": "➖ nothing to do",
-    "dry_run": "🔍 dry run",
-    "failed": "❌ failed",
-    "interrupted": "⚠️ interrupted",
-    "running": "⏳ running",
-}
-NOTIFY_LABELS = {"sent": "✅ sent", "skipped": "➖ skipped", "failed": "❌ failed", "pending": "⏳ pending"}
-
-
-def count(n: int | None) -> str:
-    return "—" if n is None else f"{n:,}"
-
-
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "—"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
-def ts(value: datetime | None, *, seconds: bool = False) -> str:
-    """An aware timestamp as ``2026-01-31 14:05 UTC``; naive values are taken as UTC."""
-    if value is None:
-        return "—"
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
+from core.present import timestamp
 
 
 def day(value: datetime | None) -> str:
     """The UTC date only (for narrow metric cards; the full timestamp goes in the help)."""
-    return "—" if value is None else ts(value)[:10]
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, sec = divmod(int(round(seconds)), 60)
-    return f"{minutes} min {sec:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+    return "—" if value is None else timestamp(value)[:10]
 
 
 def share(part: int, whole: int) -> str:
+    """``part`` as a percentage of ``whole``: '12.5 %', '< 0.1 %'; '—' when ``whole`` is 0."""
     if not whole:
         return "—"
     pct = 100 * part / whole
@@ -62,16 +26,5 @@ def share(part: int, whole: int) -> str:
 
 
 def file_name(path: str | None) -> str:
+    """The file name of a path, without its folder; '—' for none."""
     return Path(path).name if path else "—"
-
-
-def status(value: str) -> str:
-    return STATUS_LABELS.get(value, value)
-
-
-def notification(value: str) -> str:
-    return NOTIFY_LABELS.get(value, value)
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" + ("" if n == 1 else "s")

@@ -1,28 +1,27 @@
-"""Effective settings for the dashboard: defaults < .env < environment < ``st.secrets``.
+"""The dashboard's settings: ``core.config`` loads them; this module caches them and stops a page on a bad one.
 
-Top-level keys of ``st.secrets`` named like the environment variables
-(``DATABASE_URL``, ``DASHBOARD_PASSWORD``, …) override the environment; the
-``[auth]`` section configures ``st.login``. Settings are rebuilt only when one of
+Sources, in rising priority: defaults < ``.env`` < environment < the secrets files
+Streamlit is configured with (``secrets.files``; top-level keys named like the
+environment variables). The ``[auth]`` and ``[access]`` sections of ``st.secrets``
+belong to the access gate (:mod:`ui.access`). Settings are rebuilt only when one of
 their sources changed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from core import RetentionError, Settings, load_settings
-from core.config import ENV_NAMES, read_env_file
-
-ENV_FILE = ".env"
+from core import RetentionError, Settings
+from core.config import ENV_FILE, ENV_NAMES, load_dashboard_settings, read_sources
 
 
 def secrets_dict() -> dict[str, Any]:
-    """``st.secrets`` as a plain dict, or {} when no secrets file exists."""
+    """``st.secrets`` as a plain dict (for its ``[auth]`` and ``[access]`` sections), {} without a file."""
     try:
         if not st.secrets.load_if_toml_exists():
             return {}
@@ -31,25 +30,26 @@ def secrets_dict() -> dict[str, Any]:
         return {}
 
 
-def settings_secrets(secrets: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The top-level secrets that are settings (by environment name), as load_settings wants them."""
-    secrets = secrets_dict() if secrets is None else secrets
-    return {k: v for k, v in secrets.items() if k in ENV_NAMES.values() and not isinstance(v, Mapping)}
+def secrets_files() -> list[str]:
+    """The secrets files Streamlit reads (``secrets.files``), later ones overriding earlier ones."""
+    return [str(p) for p in st.get_option("secrets.files") or []]
 
 
 def _fingerprint() -> tuple[Any, ...]:
     env = tuple((name, os.environ.get(name)) for name in ENV_NAMES.values())
-    try:
-        stat = Path(ENV_FILE).stat()
-        env_file = (stat.st_mtime_ns, stat.st_size)
-    except OSError:
-        env_file = None
-    return env, env_file, tuple(sorted((k, str(v)) for k, v in settings_secrets().items()))
+    files = []
+    for path in (ENV_FILE, *secrets_files()):
+        try:
+            stat = Path(path).expanduser().stat()
+            files.append((path, stat.st_mtime_ns, stat.st_size))
+        except OSError:
+            files.append((path, None, None))
+    return env, tuple(files)
 
 
 def build_settings() -> Settings:
     """Settings from every source, uncached (usable outside a script run, e.g. in an HTTP route)."""
-    return load_settings(secrets=settings_secrets() or None, env_file=ENV_FILE)
+    return load_dashboard_settings(secrets_files=secrets_files())
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -83,17 +83,12 @@ def settings_or_stop() -> Settings:
 
 
 def raw_password() -> str | None:
-    """DASHBOARD_PASSWORD from the same sources as the settings, when the settings do not load."""
-    for layer in (settings_secrets(), os.environ, read_env_file(ENV_FILE)):
-        value = layer.get("DASHBOARD_PASSWORD")
-        if value:
-            return str(value)
-    return None
+    """DASHBOARD_PASSWORD from the same sources as the settings, for the gate when the settings do not load."""
+    value = read_sources(secrets_files=secrets_files()).get("DASHBOARD_PASSWORD")
+    return str(value) if value else None
 
 
 def settings_key(settings: Settings) -> str:
     """A cache key for everything a read depends on (the URL is hashed, never stored)."""
-    import hashlib
-
     ident = "\x00".join((settings.database_url, settings.table, settings.timestamp_column, settings.backup_dir))
     return hashlib.sha256(ident.encode()).hexdigest()[:16]

@@ -28,8 +28,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 import core
+from core.config import load_dashboard_settings
 from core.models import RunResult, to_jsonable, utcnow
-from ui.state import build_settings
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +89,12 @@ registry = RunRegistry()
 
 
 def current_settings() -> core.Settings:
-    """The dashboard's settings (built-in < .env < environment < st.secrets), read per request.
+    """The dashboard's settings (built-in < .env < environment < secrets file), read per request.
 
-    The same loader as the pages (``ui.state.build_settings``): the trigger lives in the
-    dashboard's process and must never see another database than the pages do.
+    The same loader as the pages (``core.config.load_dashboard_settings``): the trigger lives
+    in the dashboard's process and must never see another database than the pages do.
     """
-    return build_settings()
+    return load_dashboard_settings()
 
 
 def bearer_token(request: Request) -> str | None:
