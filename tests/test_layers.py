@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from conftest import ROOT
+from tests.support import ROOT
 
 
 def test_core_never_imports_streamlit():
