@@ -3,70 +3,40 @@
 PostgreSQL is found at TEST_PG_ADMIN_URL (default 127.0.0.1:5432, user postgres,
 set by scripts/test.sh when it starts a throwaway cluster). Without a server the
 PostgreSQL half skips with the reason, except under CI=true where it fails.
+The machinery behind these fixtures is in ``tests/support/``.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from core.config import Settings, load_settings  # noqa: E402
-from core.db import dispose_engines  # noqa: E402
-from core.demo import demo_data  # noqa: E402
-
-PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def _pg_reason() -> str | None:
-    try:
-        engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        engine.dispose()
-        return None
-    except Exception as exc:  # any failure means: no usable server
-        return f"PostgreSQL not reachable at {make_url(PG_ADMIN_URL).render_as_string(hide_password=True)}: " + (
-            str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        )
+from core.config import Settings, load_settings
+from core.db import dispose_engines
+from core.demo import demo_data
+from tests.support import ROOT
+from tests.support.databases import (
+    IN_CI,
+    PG_ADMIN_URL,
+    create_pg_database,
+    drop_pg_database,
+    pg_unreachable_reason,
+)
+from tests.support.report import StatsBook, write_summary
+from tests.support.trials import Lab
 
 
 @pytest.fixture(scope="session")
 def pg_admin_url() -> str:
-    reason = _pg_reason()
+    reason = pg_unreachable_reason(PG_ADMIN_URL)
     if reason:
         if IN_CI:
             pytest.fail(f"CI=true requires PostgreSQL: {reason}")
         pytest.skip(reason)
     return PG_ADMIN_URL
-
-
-def create_pg_database(admin_url: str) -> str:
-    """A fresh empty database; returns its URL."""
-    name = f"lrc_test_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_pg_database(admin_url: str, url: str) -> None:
-    name = make_url(url).database
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
 
 
 @pytest.fixture
@@ -99,6 +69,13 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
+def pg_settings(pg_url: str, tmp_path: Path) -> Settings:
+    """``settings`` on PostgreSQL only, for the cases that exist on one database."""
+    return load_settings({"database_url": pg_url, "backup_dir": str(tmp_path / "backups"), "batch_size": 100},
+                         environ={}, env_file=None)
+
+
+@pytest.fixture
 def demo_settings(settings: Settings) -> Settings:
     """``settings`` with a demo log table of 600 rows over 90 days."""
     demo_data(settings, rows=600, days=90, seed=7)
@@ -115,3 +92,30 @@ def cli_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
         PYTHONPATH=str(ROOT),
     )
     return env
+
+
+@pytest.fixture
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxy from the environment in the way of 127.0.0.1; no Slack channel cache from another test."""
+    import core.notify  # here, not at the top: only the tests that talk to a fake Slack need it
+
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    core.notify.clear_channel_cache()
+
+
+@pytest.fixture(scope="session")
+def scenario_stats(request: pytest.FixtureRequest) -> Iterator[StatsBook]:
+    """The numbers of the fault scenarios, printed at the end of the session."""
+    book = StatsBook()
+    yield book
+    write_summary(request.config, "fault scenarios", book.all())
+
+
+@pytest.fixture(scope="session")
+def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """The kill lab of the fault trials: templates built once per database, numbers printed at the end."""
+    lab = Lab(tmp_path_factory.mktemp("fault-lab"))
+    yield lab
+    lab.close()
+    write_summary(request.config, "fault trials", lab.stats.all())

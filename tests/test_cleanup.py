@@ -15,7 +15,8 @@ from core.db import get_engine
 from core.deflate import codec_for
 from core.demo import demo_data
 from core.timefmt import parse_db_timestamp
-from helpers import backup_keys, check_no_loss, table_snapshot
+from tests.support.databases import table_snapshot
+from tests.support.invariants import backup_keys, check_no_loss
 
 CUTOFF = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
 

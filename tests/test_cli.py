@@ -10,10 +10,10 @@ import sys
 import pytest
 from sqlalchemy import text
 
-from conftest import ROOT
 from core.cli import main
 from core.db import SqliteFileLock, get_engine, lock_key, pg_try_lock
-from helpers import table_snapshot
+from tests.support import ROOT
+from tests.support.databases import table_snapshot
 
 RUN_KEYS = {"run_id", "status", "cutoff", "rows_archived", "rows_deleted", "backup_file", "manifest_file",
             "sha256", "notification", "duration_s"}

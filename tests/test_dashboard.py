@@ -17,10 +17,10 @@ import pytest
 from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
 from core import list_backups, list_history, preview
 from core.config import Settings
 from core.db import SqliteFileLock, get_engine, lock_key, pg_try_lock
+from tests.support import ROOT
 
 DASHBOARD = str(ROOT / "dashboard.py")
 PASSWORD = "correct horse battery staple"

@@ -19,7 +19,7 @@ from core import notify, slack_messages
 from core.config import Settings
 from core.models import RunResult
 from core.notify import NotifyOutcome, notify_run, send_test_message
-from fakeslack import TOKEN, WEBHOOK_PATH, FakeSlack, Reply, closed_port
+from tests.fakeslack import TOKEN, WEBHOOK_PATH, FakeSlack, Reply, closed_port
 
 CHANNEL_ID = "C0AIREPORT"  # the fake's id for #ai-reports, on the third page of conversations.list
 

@@ -18,7 +18,7 @@ from core.archive import MemberWriter
 from core.config import load_settings
 from core.db import LockedConnection, get_engine
 from core.demo import demo_data
-from helpers import table_snapshot
+from tests.support.databases import table_snapshot
 
 OLD = datetime.now(UTC) - timedelta(days=60)
 

@@ -30,11 +30,11 @@ from sqlalchemy.engine import make_url
 from starlette.requests import Request
 
 import core
-from conftest import ROOT
 from core.config import ENV_NAMES, SECRET_FIELDS, Settings, load_settings
 from core.db import SqliteFileLock, lock_key, pg_try_lock
 from core.demo import demo_data
-from helpers import launch_console
+from tests.support import ROOT
+from tests.support.processes import launch_console
 from web.trigger import StartedRun, _started_run_json, bearer_token, token_matches
 
 TOKEN = "trigger-test-" + uuid.uuid4().hex

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
 from core import demo_data, load_settings, preview
+from tests.support import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
