@@ -122,7 +122,7 @@ def _password_gate(expected: str) -> None:
                 st.session_state[_AUTHED] = _digest(expected)
                 st.rerun()
             time.sleep(FAILED_DELAY_S)
-            wait = guard.limiter.failure(client, _LIMITED)
+            wait = guard.limiter.failure(client, _LIMITED) if typed else 0.0  # an empty form guesses nothing
             if not wait:
                 st.error("Sign-in failed.", icon=":material/block:")
         if wait:
@@ -133,9 +133,10 @@ def _password_gate(expected: str) -> None:
 def client_address() -> str:
     """The session's client address as the limiter keys it (``local`` for loopback and tests)."""
     try:
-        return st.context.ip_address or "local"
-    except Exception:  # noqa: BLE001 (no client context: count it under one key)
-        return "local"
+        address = st.context.ip_address
+    except RuntimeError:  # no runtime (bare mode)
+        address = None
+    return address if isinstance(address, str) and address else "local"
 
 
 def lockout_message(wait_s: float) -> None:

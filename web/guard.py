@@ -25,6 +25,7 @@ import ipaddress
 import logging
 import math
 import os
+import re
 import secrets
 import threading
 import time
@@ -45,6 +46,7 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message],
 HEALTH_PATH = "/healthz"
 TOKEN_PATHS = ("/run-cleanup", "/runs/")
 _LOOPBACK_NAMES = frozenset({"localhost"})
+_HOST_CHARS = re.compile(r"[a-z0-9._:-]+")  # DNS names, IPv4 and (unbracketed) IPv6 literals
 
 
 # ---------------------------------------------------------------------------
@@ -62,7 +64,8 @@ def host_name(value: str | None) -> str | None:
         return None
     if not name or parts.username is not None or parts.password is not None or parts.path or parts.query:
         return None
-    return name.lower().rstrip(".")
+    name = name.lower().rstrip(".")
+    return name if _HOST_CHARS.fullmatch(name) else None
 
 
 def is_loopback(name: str | None) -> bool:

@@ -128,12 +128,14 @@ def _guard(request: Request) -> tuple[core.Settings | None, JSONResponse | None]
     wait = guard.limiter.retry_after(client)
     if wait:  # before the comparison: a locked-out client learns nothing from its guess
         return None, _too_many(wait)
-    if not token_matches(bearer_token(request), settings.cleanup_trigger_token):
+    given = bearer_token(request)
+    if not token_matches(given, settings.cleanup_trigger_token):
         hint = ("; send the token in the Authorization header, never in the URL"
                 if any("token" in k.lower() for k in request.query_params) else "")
         log.warning("HTTP trigger: refused %s %s from %s: missing or wrong token", request.method,
                     request.url.path, client)
-        wait = guard.limiter.failure(client, "HTTP trigger token")
+        # Only a compared guess counts: a request without a bearer token cannot guess it.
+        wait = guard.limiter.failure(client, "HTTP trigger token") if given is not None else 0.0
         if wait:
             return None, _too_many(wait)
         return None, _json(401, {"error": "missing or wrong bearer token" + hint},
