@@ -193,7 +193,12 @@ class HostGuard:
         now = time.monotonic()
         with self._lock:
             if self._cached is None or now - self._cached[0] > self._ttl_s:
-                self._cached = (now, self._policy())
+                try:
+                    policy = self._policy()
+                except Exception:  # an unreadable configuration: serve loopback names only
+                    log.exception("could not read the access configuration; serving loopback names only")
+                    policy = HostPolicy(login=False, listens_on_loopback=True)
+                self._cached = (now, policy)
             return self._cached[1]
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
