@@ -3,8 +3,10 @@
 In order: an ``[auth]`` section in ``st.secrets`` means OIDC with ``st.login``
 (optionally narrowed by ``[access] allowed_emails`` / ``allowed_domains``); else
 ``DASHBOARD_PASSWORD`` (constant-time comparison, a failed attempt says only that
-it failed); else the dashboard opens only when the server listens on localhost,
-with a warning. Anything else shows nothing but the refusal.
+it failed; failures count in the process-wide ``web.guard.limiter``, and a locked-out
+client is told how long to wait and its guesses are not compared); else the dashboard
+opens only when the server listens on localhost, with a warning. Anything else shows
+nothing but the refusal. Signing out also kills the session's download links.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +22,10 @@ from typing import Any
 import streamlit as st
 
 from core import RetentionError
+from core.present import human_duration
+from web import guard
 
+from .downloads import revoke_session_grant
 from .state import get_settings, raw_password, secrets_dict
 
 log = logging.getLogger(__name__)
@@ -27,6 +33,7 @@ log = logging.getLogger(__name__)
 LOCAL_ADDRESSES = ("localhost", "127.0.0.1", "::1")
 _AUTHED = "_lrc_password_ok"  # session key: a digest of the password this session proved
 FAILED_DELAY_S = 0.5  # slows guessing; the same for every failure
+_LIMITED = "dashboard password"  # what the limiter's log lines name
 
 
 def server_is_local() -> bool:
@@ -107,18 +114,46 @@ def _password_gate(expected: str) -> None:
         with st.form("sign_in", clear_on_submit=True, border=True):
             typed = st.text_input("Password", type="password", key="login_password")
             submitted = st.form_submit_button("Sign in", type="primary", key="sign_in_button")
-        if submitted:
+        client = client_address()
+        wait = guard.limiter.retry_after(client)
+        if submitted and not wait:  # a locked-out client's guess is never compared
             if typed and hmac.compare_digest(typed.encode(), expected.encode()):
+                guard.limiter.success(client)
                 st.session_state[_AUTHED] = _digest(expected)
                 st.rerun()
             time.sleep(FAILED_DELAY_S)
-            log.warning("dashboard: failed sign-in attempt")
-            st.error("Sign-in failed.", icon=":material/block:")
+            wait = guard.limiter.failure(client, _LIMITED) if typed else 0.0  # an empty form guesses nothing
+            if not wait:
+                st.error("Sign-in failed.", icon=":material/block:")
+        if wait:
+            lockout_message(wait)
     st.stop()
+
+
+def client_address() -> str:
+    """The session's client address as the limiter keys it (``local`` for loopback and tests)."""
+    try:
+        address = st.context.ip_address
+    except RuntimeError:  # no runtime (bare mode)
+        address = None
+    return address if isinstance(address, str) and address else "local"
+
+
+def lockout_message(wait_s: float) -> None:
+    """The error a locked-out session sees, with the time left."""
+    seconds = max(1, math.ceil(wait_s))
+    left = f"{seconds} s" if seconds < 60 else human_duration(seconds)
+    st.error(f"Too many failed sign-ins. Try again in {left}.", icon=":material/timer:")
 
 
 def _sign_out() -> None:
     st.session_state.pop(_AUTHED, None)
+    revoke_session_grant()
+
+
+def _log_out() -> None:
+    revoke_session_grant()
+    st.logout()
 
 
 def _logged_in() -> bool:
@@ -159,4 +194,4 @@ def _oidc_gate() -> None:
         st.button("Log out", key="logout_refused", on_click=st.logout)
         st.stop()
     st.sidebar.caption(f"Signed in as {st.user.get('name') or email or 'user'}")
-    st.sidebar.button("Log out", key="logout", icon=":material/logout:", on_click=st.logout)
+    st.sidebar.button("Log out", key="logout", icon=":material/logout:", on_click=_log_out)

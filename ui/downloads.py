@@ -7,9 +7,12 @@ mounts :func:`routes` with ``st.App(..., routes=...)``, the Backups page links t
 ``/backup-download`` instead, which streams the file from disk in 64 KiB chunks.
 
 The page can only link there after the access gate passed, so the link carries a
-signature: HMAC-SHA256 over (backup name, kind, expiry) with a key derived from
-the server's cookie secret, valid for :data:`LINK_TTL_S`. The route re-resolves the
-name inside BACKUP_DIR, so a valid link can never reach another file.
+signature: HMAC-SHA256 over (backup name, kind, expiry, grant) with a key derived
+from the server's cookie secret, valid for :data:`LINK_TTL_S`. The grant binds the
+link to the session that made it: a random id in that session's state, registered
+in the process-wide ``web.guard.grants`` and revoked at sign-out (:func:`revoke_session_grant`)
+or when the session ends, after which the link answers 403 wherever it was copied to.
+The route re-resolves the name inside BACKUP_DIR, so a valid link can never reach another file.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ import streamlit as st
 
 from core import RetentionError, resolve_backup
 from core.backups import iter_spreadsheet_safe
+from web import guard
 
 ROUTE = "/backup-download"
-LINK_TTL_S = 15 * 60
+LINK_TTL_S = 5 * 60
+_GRANT = "_lrc_download_grant"  # session key: this session's live grant id
 KINDS = ("backup", "spreadsheet")
 _MOUNTED_FLAG = "LRC_DOWNLOAD_ROUTE_MOUNTED"  # process-wide, survives Streamlit's module reloads
 
@@ -37,18 +42,36 @@ def _key() -> bytes:
     return hmac.new(secret.encode(), b"lrc-backup-download-v1", hashlib.sha256).digest()
 
 
-def sign(name: str, kind: str, expires: int) -> str:
-    msg = f"{name}\x00{kind}\x00{expires}".encode()
+def sign(name: str, kind: str, expires: int, grant: str = "") -> str:
+    msg = f"{name}\x00{kind}\x00{expires}\x00{grant}".encode()
     return hmac.new(_key(), msg, hashlib.sha256).hexdigest()
 
 
-def check(name: str, kind: str, expires: str, signature: str, *, now: float | None = None) -> bool:
-    """True for an unexpired link signed by this server."""
+def check(name: str, kind: str, expires: str, signature: str, grant: str = "", *, now: float | None = None) -> bool:
+    """True for an unexpired link signed by this server for a grant that is still live."""
     if kind not in KINDS or not expires.isdigit():
         return False
     if int(expires) < (time.time() if now is None else now):
         return False
-    return hmac.compare_digest(sign(name, kind, int(expires)), signature)
+    return hmac.compare_digest(sign(name, kind, int(expires), grant), signature) and guard.grants.is_live(grant)
+
+
+def session_grant() -> str:
+    """This session's download grant, issued at its first link (outside a session: a grant of its own)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None:
+        return guard.grants.issue(None)
+    grant = st.session_state.get(_GRANT)
+    if not grant or not guard.grants.is_live(grant):
+        grant = st.session_state[_GRANT] = guard.grants.issue(ctx.session_id)
+    return grant
+
+
+def revoke_session_grant() -> None:
+    """Kill every download link this session made (at sign-out)."""
+    guard.grants.revoke(st.session_state.pop(_GRANT, None))
 
 
 def spreadsheet_name(name: str) -> str:
@@ -60,10 +83,12 @@ def streamed_available() -> bool:
 
 
 def link(name: str, kind: str) -> str:
-    """A signed, expiring URL of the streamed route for one backup."""
+    """A signed URL of the streamed route for one backup, valid for this session and :data:`LINK_TTL_S`."""
     expires = int(time.time()) + LINK_TTL_S
+    grant = session_grant()
     base = "/" + str(st.get_option("server.baseUrlPath") or "").strip("/")
-    query = urlencode({"name": name, "kind": kind, "expires": expires, "sig": sign(name, kind, expires)})
+    query = urlencode({"name": name, "kind": kind, "expires": expires, "grant": grant,
+                       "sig": sign(name, kind, expires, grant)})
     return f"{base.rstrip('/')}{ROUTE}?{query}"
 
 
@@ -88,7 +113,7 @@ def routes() -> list[Any]:
     async def download(request: Any) -> Any:
         q = request.query_params
         name, kind = q.get("name", ""), q.get("kind", "")
-        if not check(name, kind, q.get("expires", ""), q.get("sig", "")):
+        if not check(name, kind, q.get("expires", ""), q.get("sig", ""), q.get("grant", "")):
             return PlainTextResponse("link expired or invalid: open the Backups page again\n", 403, headers=headers)
         try:
             settings = build_settings()

@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse
 import core
 from core.config import load_dashboard_settings
 from core.models import RunResult, to_jsonable, utcnow
+from web import guard
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +124,31 @@ def _guard(request: Request) -> tuple[core.Settings | None, JSONResponse | None]
         return None, _json(500, {"error": "the server's configuration is invalid; see its log"})
     if not settings.cleanup_trigger_token:
         return None, _json(404, {"error": "the HTTP trigger is disabled (CLEANUP_TRIGGER_TOKEN is not set)"})
-    if not token_matches(bearer_token(request), settings.cleanup_trigger_token):
+    client = _client(request)
+    wait = guard.limiter.retry_after(client)
+    if wait:  # before the comparison: a locked-out client learns nothing from its guess
+        return None, _too_many(wait)
+    given = bearer_token(request)
+    if not token_matches(given, settings.cleanup_trigger_token):
         hint = ("; send the token in the Authorization header, never in the URL"
                 if any("token" in k.lower() for k in request.query_params) else "")
         log.warning("HTTP trigger: refused %s %s from %s: missing or wrong token", request.method,
-                    request.url.path, _client(request))
+                    request.url.path, client)
+        # Only a compared guess counts: a request without a bearer token cannot guess it.
+        wait = guard.limiter.failure(client, "HTTP trigger token") if given is not None else 0.0
+        if wait:
+            return None, _too_many(wait)
         return None, _json(401, {"error": "missing or wrong bearer token" + hint},
                            {"WWW-Authenticate": 'Bearer realm="log-retention"'})
+    guard.limiter.success(client)
     return settings, None
+
+
+def _too_many(wait_s: float) -> JSONResponse:
+    """429 for a locked-out client: how long to wait, in the header and the body."""
+    retry = guard.retry_after_header(wait_s)
+    return _json(429, {"error": "too many failed attempts; try again later", "retry_after_s": int(retry)},
+                 {"Retry-After": retry})
 
 
 def _client(request: Request) -> str:
