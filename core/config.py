@@ -235,6 +235,9 @@ class Settings:
     dashboard_password: str | None = setting(
         "DASHBOARD_PASSWORD", None, "dashboard password when OIDC login is not configured",
         check=_min_length(12), secret=True)
+    trusted_hosts: str | None = setting(
+        "TRUSTED_HOSTS", None, "host names besides loopback the dashboard serves without a password "
+        "(comma-separated; behind a reverse proxy)")
 
     @property
     def table_parts(self) -> tuple[str | None, str]:

@@ -6,7 +6,7 @@ import ast
 import subprocess
 import sys
 
-from conftest import ROOT
+from tests.support import ROOT
 
 
 def _imported_modules(path) -> set[str]:

@@ -31,10 +31,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
 from core import demo_data, load_settings, run_cleanup
 from core.config import Settings
-from helpers import launch_console
+from tests.support import ROOT
+from tests.support.processes import launch_console
 from ui import downloads
 from web import guard
 from web.guard import FailureLimiter, HostPolicy, host_name, is_loopback, trusted_hosts

@@ -7,8 +7,8 @@ from dataclasses import fields
 
 import pytest
 
-from conftest import ROOT
 from core.config import SPECS, Settings
+from tests.support import ROOT
 
 README = ROOT / "README.md"
 ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]*)` \| ([^|]*) \|")

@@ -156,22 +156,21 @@ def _clip(value: str | None, limit: int = 120) -> str | None:
 def current_policy() -> HostPolicy:
     """The policy from the dashboard's own settings sources (secrets > environment > ``.env``).
 
-    Reads the same layers as :mod:`ui.state` (a password too short for the settings still
-    counts as a login: the dashboard then gates and reports the bad setting).
+    Reads the raw layers, not validated Settings: a password too short for the settings
+    still counts as a login (the dashboard then gates and reports the bad setting).
     """
     import streamlit as st
 
-    from core.config import read_env_file
-    from ui.state import ENV_FILE, raw_password, secrets_dict
+    from core.config import read_sources
 
-    secrets_top = secrets_dict()
-    auth = secrets_top.get("auth")
-    login = bool(raw_password()) or (isinstance(auth, Mapping) and bool(auth))
-    layers = ({k: v for k, v in secrets_top.items() if not isinstance(v, Mapping)}, os.environ,
-              read_env_file(ENV_FILE))
-    hosts = next((layer for layer in layers if layer.get("TRUSTED_HOSTS")), {})
+    raw = read_sources(secrets_files=[str(p) for p in st.get_option("secrets.files") or []])
+    try:
+        auth = st.secrets.get("auth") if st.secrets.load_if_toml_exists() else None
+    except (OSError, ValueError, AttributeError):  # an unreadable secrets file counts as none
+        auth = None
+    login = bool(raw.get("DASHBOARD_PASSWORD")) or (isinstance(auth, Mapping) and bool(auth))
     local = is_loopback(host_name(str(st.get_option("server.address") or "")))
-    return HostPolicy(login=login, listens_on_loopback=local, trusted=trusted_hosts(hosts))
+    return HostPolicy(login=login, listens_on_loopback=local, trusted=trusted_hosts(raw))
 
 
 class HostGuard:
