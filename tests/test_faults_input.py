@@ -150,9 +150,9 @@ def test_path_traversal_in_backup_names_is_refused_everywhere(archived, capsys, 
     (route,) = downloads.routes()
 
     def get(name: str, kind: str = "backup", sig: str | None = None) -> Any:
-        expires = int(time.time()) + 60
-        query = {"name": name, "kind": kind, "expires": str(expires),
-                 "sig": sig if sig is not None else downloads.sign(name, kind, expires)}
+        expires, grant = int(time.time()) + 60, downloads.session_grant()  # a live grant, as a session's
+        query = {"name": name, "kind": kind, "expires": str(expires), "grant": grant,
+                 "sig": sig if sig is not None else downloads.sign(name, kind, expires, grant)}
         from urllib.parse import urlencode
 
         request = Request({"type": "http", "method": "GET", "path": downloads.ROUTE, "headers": [],
