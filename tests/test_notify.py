@@ -1,4 +1,4 @@
-"""core.notify against a local fake Slack server, through the real slack_sdk client."""
+"""core.notify against a local fake Slack server, over real HTTP."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from core import notify, slack_messages
+from core import notify, present
 from core.config import Settings
 from core.models import RunResult
-from core.notify import NotifyOutcome, notify_run, send_test_message
+from core.notify import NotifyOutcome, message, notify_run, send_test_message
 from fakeslack import TOKEN, WEBHOOK_PATH, FakeSlack, Reply, closed_port
 
 CHANNEL_ID = "C0AIREPORT"  # the fake's id for #ai-reports, on the third page of conversations.list
@@ -138,7 +138,7 @@ def test_failed_run_report_says_the_error_and_that_no_unbacked_row_was_deleted(
     text = message_text(summary(slack))
     assert "FAILED" in text
     assert "lost connection to the database &lt;batch 3&gt;" in text  # escaped for mrkdwn
-    assert "No row was deleted that is not in a verified backup." in text
+    assert present.NO_UNBACKED_DELETE in text  # the one wording of the invariant, as the CLI says it
     assert "500 rows were deleted before it stopped" in text
     assert "lost connection to the database <batch 3>" in summary(slack)["text"]
 
@@ -396,7 +396,7 @@ def test_unexpected_error_is_a_failed_outcome_not_an_exception(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(f"boom with {TOKEN}")
 
-    monkeypatch.setattr(slack_messages, "run_summary", broken)
+    monkeypatch.setattr(message, "run_summary", broken)
     outcome = notify_run(bot_settings(slack), run_result(backup))
     assert outcome.status == "failed"
     assert outcome.detail and "RuntimeError" in outcome.detail and TOKEN not in outcome.detail
@@ -425,7 +425,7 @@ def test_token_and_webhook_url_never_appear_in_logs_or_details(
         notify_run(bot_settings(slack), run_result(backup)),
     ]
     assert [o.status for o in outcomes] == ["sent", "sent", "failed", "sent", "failed", "failed"]
-    assert "Sending a request" in caplog.text  # slack_sdk's debug lines were captured, redacted
+    assert "Sending a request" in caplog.text  # the HTTP debug lines were captured, redacted
     secret_path = WEBHOOK_PATH.rsplit("/", 1)[-1]
     for text in [caplog.text, *(o.detail or "" for o in outcomes)]:
         assert TOKEN not in text and slack.webhook_url not in text and secret_path not in text
