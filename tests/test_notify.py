@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import gzip
 import hashlib
@@ -264,6 +265,36 @@ def test_upload_post_is_retried_after_a_server_error(slack: FakeSlack, backup: P
     assert list(slack.uploads.values()) == [backup.read_bytes()]
 
 
+def test_webhook_server_error_is_retried_then_sent(slack: FakeSlack, backup: Path) -> None:
+    slack.script("webhook", Reply(status=503, body="busy"))
+    assert notify_run(webhook_settings(slack), run_result(backup)) == NotifyOutcome("sent")
+    assert len(slack.calls("webhook")) == 2
+
+
+def test_retry_after_longer_than_the_deadline_fails_at_once(slack: FakeSlack, backup: Path) -> None:
+    slack.always(
+        "chat.postMessage",
+        Reply(status=429, data={"ok": False, "error": "ratelimited"}, headers={"Retry-After": "30"}),
+    )
+    started = time.monotonic()
+    outcome = notify_run(
+        bot_settings(slack, slack_channel=CHANNEL_ID, slack_timeout_s=5.0), run_result(backup)
+    )
+    assert time.monotonic() - started < 1.0  # did not wait for a retry that could not fit
+    assert outcome.status == "failed"
+    assert "chat.postMessage: rate limited by Slack (HTTP 429)" in (outcome.detail or "")
+    assert len(slack.calls("chat.postMessage")) == 1
+
+
+def test_upload_server_error_throughout_is_said_after_the_summary(slack: FakeSlack, backup: Path) -> None:
+    slack.always("upload", Reply(status=502, body="bad gateway"))
+    outcome = notify_run(bot_settings(slack, slack_timeout_s=8.0), run_result(backup))
+    assert outcome.status == "failed"
+    assert "the upload to Slack's file server 127.0.0.1" in (outcome.detail or "")
+    assert "failed after 3 attempt(s): HTTP 502" in (outcome.detail or "")
+    assert len(slack.calls("upload")) == 3 and slack.calls("files.completeUploadExternal") == []
+
+
 def test_server_error_throughout_fails_with_clear_detail_in_bounded_time(
     slack: FakeSlack, backup: Path
 ) -> None:
@@ -457,3 +488,67 @@ def test_send_test_message_through_the_webhook(slack: FakeSlack) -> None:
 def test_send_test_message_reports_the_failure_guidance(slack: FakeSlack) -> None:
     outcome = send_test_message(bot_settings(slack, slack_channel="other"))
     assert outcome.status == "failed" and outcome.detail and outcome.detail.startswith("not_in_channel:")
+
+
+# --- no private slack_sdk API ---------------------------------------------------
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_slack_sdk_uses(source: str) -> list[str]:
+    """Private names ``source`` reaches into: ``_modules`` or ``_names`` imported from slack_sdk,
+    ``_methods`` overridden in a slack_sdk subclass, and ``obj._attr`` on anything but ``self``/``cls``
+    (so ``client._upload_file`` is caught even when ``client`` is a local variable)."""
+    tree = ast.parse(source)
+    sdk_names: set[str] = set()
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "slack_sdk":
+            parts = [*(node.module or "").split("."), *(a.name for a in node.names)]
+            found += [f"import {p}" for p in parts if _private(p)]
+            sdk_names |= {a.asname or a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "slack_sdk":
+                    found += [f"import {p}" for p in alias.name.split(".") if _private(p)]
+                    sdk_names.add((alias.asname or alias.name).split(".")[0])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            root: ast.AST = node.value
+            while isinstance(root, ast.Attribute | ast.Call | ast.Subscript):
+                root = root.func if isinstance(root, ast.Call) else root.value
+            if not (isinstance(root, ast.Name) and root.id in ("self", "cls")):
+                found.append(f"{getattr(root, 'id', '?')}….{node.attr}")
+        if isinstance(node, ast.ClassDef) and any(
+            isinstance(b, ast.Name) and b.id in sdk_names for b in node.bases
+        ):
+            found += [
+                f"{node.name}.{f.name}"
+                for f in node.body
+                if isinstance(f, ast.FunctionDef) and _private(f.name)
+            ]
+    return found
+
+
+def test_the_checker_finds_private_slack_sdk_uses() -> None:
+    bad = (
+        "from slack_sdk import WebClient\n"
+        "from slack_sdk.http_retry.builtin_interval_calculators import _x\n"
+        "class C(WebClient):\n    def _upload_file(self): ...\n"
+        "def f(client: WebClient):\n    client._upload_file()\n    return WebClient()._get_url()\n"
+    )
+    assert sorted(private_slack_sdk_uses(bad)) == sorted(
+        ["import _x", "C._upload_file", "client…._upload_file", "WebClient…._get_url"]
+    )
+    assert private_slack_sdk_uses("import slack_sdk\nslack_sdk.web._x\n") == ["slack_sdk…._x"]
+    clean = "from slack_sdk.http_retry import RateLimitErrorRetryHandler\nclass A:\n    def f(self): self._y = 1\n"
+    assert private_slack_sdk_uses(clean) == []
+
+
+def test_notify_uses_no_private_slack_sdk_name() -> None:
+    sources = sorted(Path(notify.__file__).parent.glob("*.py"))
+    assert len(sources) >= 5
+    for path in sources:
+        assert private_slack_sdk_uses(path.read_text()) == [], path.name

@@ -57,7 +57,9 @@ def slack_error_guidance(error: str, method: str, label: str, data: dict[str, An
     return f"{method} failed: {error or 'unexpected answer from Slack'}"
 
 
-def api_error_guidance(method: str, status: int, data: dict[str, Any] | None, *, label: str, timeout_s: float) -> str:
+def api_error_guidance(
+    method: str, status: int, data: dict[str, Any] | None, *, label: str, timeout_s: float
+) -> str:
     """A Web API call that did not succeed (after the retries) as guidance.
 
     ``status`` is the HTTP status, ``data`` the JSON answer if there was one.
@@ -85,13 +87,17 @@ def transport_guidance(method: str, where: str, reason: BaseException, timeout_s
     return f"{method}: cannot reach Slack at {where}: {reason}"
 
 
-def upload_guidance(host: str, status: int | None, *, attempts: int, reason: str) -> str:
-    """The upload of the file bytes to Slack's file server failed (after retries if worth it).
-
-    ``status`` is the file server's HTTP answer, None if none came.
-    """
-    if status is not None and status != 429 and status < 500:
+def upload_refused(host: str, status: int, *, attempts: int) -> str:
+    """Slack's file server answered the upload POST with an error status (after retries if worth it)."""
+    if status != 429 and status < 500:
         return f"files_upload_v2: Slack's file server {host} refused the upload: HTTP {status}"
+    return f"files_upload_v2: the upload to Slack's file server {host} failed after {attempts} attempt(s): HTTP {status}"
+
+
+def upload_no_answer(host: str, reason: BaseException, *, attempts: int, timeout_s: float) -> str:
+    """The upload POST got no answer: timed out, or connection errors after the retries."""
+    if isinstance(reason, TimeoutError):
+        return transport_guidance("files_upload_v2", host, reason, timeout_s)
     return f"files_upload_v2: the upload to Slack's file server {host} failed after {attempts} attempt(s): {reason}"
 
 

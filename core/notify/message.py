@@ -87,7 +87,10 @@ def _fields(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
 
 
 def _header(text: str) -> dict[str, Any]:
-    return {"type": "header", "text": {"type": "plain_text", "text": truncate(text, HEADER_MAX), "emoji": True}}
+    return {
+        "type": "header",
+        "text": {"type": "plain_text", "text": truncate(text, HEADER_MAX), "emoji": True},
+    }
 
 
 def _context(text: str) -> dict[str, Any]:
@@ -136,7 +139,9 @@ def run_summary(
     blocks: Blocks = [
         _header(f"{headline}: {result.table}"),
         _section(_lead(result)),
-        _fields([(label, code(value) if label in _CODE_FACTS else escape(value)) for label, value in text.facts]),
+        _fields(
+            [(label, code(value) if label in _CODE_FACTS else escape(value)) for label, value in text.facts]
+        ),
     ]
     backup_text = "\n".join(x for x in (_backup_line(result, backup), backup_note(backup, host=host)) if x)
     if backup_text:
@@ -214,7 +219,9 @@ def upload_failed_reply(detail: str, *, path: str, host: str) -> str:
     return f"⚠️ The backup could not be attached: {escape(detail)}. It is {backup_location(path, host)}."
 
 
-def setup_check_message(table: str, channel_label: str, *, host: str, sent_at: datetime) -> tuple[str, Blocks]:
+def setup_check_message(
+    table: str, channel_label: str, *, host: str, sent_at: datetime
+) -> tuple[str, Blocks]:
     """The "send test message" text: says where reports will arrive, and from where."""
     text = f"Test message from Log Retention Console on {host}: cleanup reports for {table} will arrive here."
     blocks: Blocks = [

@@ -54,6 +54,7 @@ class RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         self.secrets = tuple(secrets)
 
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        """Log ``msg % args`` at ``level``, redacted; every other method of the adapter comes here."""
         if self.isEnabledFor(level):
             text = str(msg) % args if args else str(msg)
             kwargs.pop("exc_info", None)

@@ -49,7 +49,9 @@ class NotifyOutcome:
     detail: str | None = None
 
 
-def notify_run(settings: Settings, result: RunResult, *, recovered: Sequence[RunResult] = ()) -> NotifyOutcome:
+def notify_run(
+    settings: Settings, result: RunResult, *, recovered: Sequence[RunResult] = ()
+) -> NotifyOutcome:
     """Report a finished run to Slack; never raises.
 
     Posts the summary (and, with a bot token, the backup file in its thread);
@@ -95,10 +97,14 @@ def send_test_message(settings: Settings) -> NotifyOutcome:
         report = _Report(settings)
         now = datetime.now(UTC)
         if settings.slack_bot_token:
-            text, blocks = message.setup_check_message(settings.table, report.label, host=report.host, sent_at=now)
+            text, blocks = message.setup_check_message(
+                settings.table, report.label, host=report.host, sent_at=now
+            )
             outcome = report.via_bot(text, blocks, upload=None, check_scopes=True)
         else:
-            text, blocks = message.setup_check_message(settings.table, "this channel", host=report.host, sent_at=now)
+            text, blocks = message.setup_check_message(
+                settings.table, "this channel", host=report.host, sent_at=now
+            )
             outcome = report.via_webhook(text, blocks)
             if outcome.status is NotifyStatus.SENT:
                 outcome = NotifyOutcome(NotifyStatus.SENT, "test message posted through the incoming webhook")
@@ -157,7 +163,7 @@ class _Report:
         self.settings = settings
         self.deadline = Deadline(settings.slack_timeout_s)
         self.secrets = secrets_of(settings)
-        self.log = RedactingLogger(logging.getLogger(__name__ + ".http"), self.secrets)
+        self.log = RedactingLogger(logging.getLogger(f"{__package__}.transport"), self.secrets)
         self.host = socket.gethostname()
         raw = settings.slack_channel.strip()
         self.label = raw if _CHANNEL_ID.match(raw) else "#" + raw.lstrip("#")
@@ -165,6 +171,7 @@ class _Report:
         self.where = urlsplit(base).netloc or base
 
     def failed(self, detail: str) -> NotifyOutcome:
+        """A failed outcome whose detail is redacted."""
         return NotifyOutcome(NotifyStatus.FAILED, redact(detail, self.secrets))
 
     def request(self, req: Outgoing, where: str) -> Answer:
@@ -187,7 +194,10 @@ class _Report:
             method=method,
             url=self.settings.slack_api_base_url.rstrip("/") + "/" + method,
             body=body.encode(),
-            headers={"Authorization": f"Bearer {(self.settings.slack_bot_token or '').strip()}", "Content-Type": ctype},
+            headers={
+                "Authorization": f"Bearer {(self.settings.slack_bot_token or '').strip()}",
+                "Content-Type": ctype,
+            },
         )
         answer = self.request(req, self.where)
         data = answer.json()
@@ -198,13 +208,21 @@ class _Report:
         )
         raise _Failure(detail, str((data or {}).get("error") or "") or None)
 
-    def via_bot(self, text: str, blocks: Blocks, *, upload: str | None, check_scopes: bool = False) -> NotifyOutcome:
+    def via_bot(
+        self, text: str, blocks: Blocks, *, upload: str | None, check_scopes: bool = False
+    ) -> NotifyOutcome:
         """Post through the Web API, then attach the file ``upload`` in the message's thread."""
         try:
             channel = self.resolve_channel()
             posted = self.api(
                 "chat.postMessage",
-                payload={"channel": channel, "text": text, "blocks": blocks, "unfurl_links": False, "unfurl_media": False},
+                payload={
+                    "channel": channel,
+                    "text": text,
+                    "blocks": blocks,
+                    "unfurl_links": False,
+                    "unfurl_media": False,
+                },
             )
         except _Failure as failure:
             if failure.error == "channel_not_found":
@@ -215,10 +233,13 @@ class _Report:
             try:
                 self.attach(upload, channel=channel, thread_ts=ts)
             except _Failure as failure:
-                reply = message.upload_failed_reply(failure.detail, path=upload, host=self.host)
+                detail = redact(failure.detail, self.secrets)
+                reply = message.upload_failed_reply(detail, path=upload, host=self.host)
                 with contextlib.suppress(_Failure):  # best effort: say so in the thread too
                     self.api("chat.postMessage", payload={"channel": channel, "thread_ts": ts, "text": reply})
-                return self.failed(f"summary posted to {self.label}, but the backup was not attached: {failure.detail}")
+                return self.failed(
+                    f"summary posted to {self.label}, but the backup was not attached: {failure.detail}"
+                )
             log.info("attached %s to the report in %s", os.path.basename(upload), self.label)
         if not check_scopes:
             return NotifyOutcome(NotifyStatus.SENT)
@@ -236,23 +257,11 @@ class _Report:
                 data = fh.read()
         except FileNotFoundError:
             raise _Failure(guidance.backup_gone(path)) from None
-        asked = self.api("files.getUploadURLExternal", payload={"filename": name, "length": len(data)}, form=True)
+        asked = self.api(
+            "files.getUploadURLExternal", payload={"filename": name, "length": len(data)}, form=True
+        )
         url, file_id = str(asked.data.get("upload_url") or ""), str(asked.data.get("file_id") or "")
-        host = urlsplit(url).netloc or "?"
-        if not url.lower().startswith(("https://", "http://")):
-            raise _Failure("files_upload_v2: Slack returned an upload URL that is not http(s)")
-        try:
-            answer = send(Outgoing("files_upload_v2", url, body=data), deadline=self.deadline, log=self.log)
-        except NoAnswer as exc:
-            if isinstance(exc.reason, TimeoutError):
-                raise _Failure(guidance.transport_guidance(
-                    "files_upload_v2", host, exc.reason, self.settings.slack_timeout_s)) from None
-            raise _Failure(guidance.upload_guidance(host, None, attempts=exc.attempts, reason=str(exc.reason))) from None
-        if answer.status != 200:
-            raise _Failure(
-                guidance.upload_guidance(host, answer.status, attempts=answer.attempts, reason=f"HTTP {answer.status}")
-            )
-        self.log.debug("uploaded %d bytes to %s (attempt %d)", len(data), host, answer.attempts)
+        self.upload_bytes(url, data)
         files = json.dumps([{"id": file_id, "title": name}])
         self.api(
             "files.completeUploadExternal",
@@ -260,13 +269,35 @@ class _Report:
             form=True,
         )
 
+    def upload_bytes(self, url: str, data: bytes) -> None:
+        """POST the file's bytes to the upload URL Slack handed out (retried like every request).
+
+        Raises _Failure with guidance unless the file server answered 200.
+        """
+        host = urlsplit(url).netloc or "?"
+        if not url.lower().startswith(("https://", "http://")):
+            raise _Failure("files_upload_v2: Slack returned an upload URL that is not http(s)")
+        try:
+            answer = send(Outgoing("files_upload_v2", url, body=data), deadline=self.deadline, log=self.log)
+        except NoAnswer as exc:
+            raise _Failure(
+                guidance.upload_no_answer(
+                    host, exc.reason, attempts=exc.attempts, timeout_s=self.settings.slack_timeout_s
+                )
+            ) from None
+        if answer.status != 200:
+            raise _Failure(guidance.upload_refused(host, answer.status, attempts=answer.attempts))
+        self.log.debug("uploaded %d bytes to %s (attempt %d)", len(data), host, answer.attempts)
+
     def via_webhook(self, text: str, blocks: Blocks) -> NotifyOutcome:
         """Post through the incoming webhook (no file)."""
         url = (self.settings.slack_webhook_url or "").strip()
         if not url.lower().startswith(("https://", "http://")):
             return self.failed("SLACK_WEBHOOK_URL is not an http(s) URL")
         body = json.dumps({"text": text, "blocks": blocks, "unfurl_links": False, "unfurl_media": False})
-        req = Outgoing("webhook", url, body=body.encode(), headers={"Content-Type": "application/json; charset=utf-8"})
+        req = Outgoing(
+            "webhook", url, body=body.encode(), headers={"Content-Type": "application/json; charset=utf-8"}
+        )
         try:
             answer = self.request(req, urlsplit(url).hostname or "the webhook host")
         except _Failure as failure:
@@ -276,6 +307,7 @@ class _Report:
         return self.failed(guidance.webhook_guidance(answer.status, answer.text().strip()[:200]))
 
     def cache_key(self) -> tuple[str, str, str]:
+        """This report's key in the channel cache: API base, a hash of the token, the channel name."""
         token = (self.settings.slack_bot_token or "").strip()
         return (
             self.settings.slack_api_base_url,
@@ -284,6 +316,7 @@ class _Report:
         )
 
     def forget_channel(self) -> None:
+        """Drop this channel from the cache (Slack said it does not exist: renamed or deleted)."""
         with _channel_lock:
             _channel_ids.pop(self.cache_key(), None)
 
@@ -304,7 +337,9 @@ class _Report:
         cursor, seen = "", 0
         for _ in range(_MAX_PAGES):
             query = {"types": "public_channel,private_channel", "exclude_archived": "true", "limit": 200}
-            page = self.api("conversations.list", payload={**query, **({"cursor": cursor} if cursor else {})}, form=True)
+            page = self.api(
+                "conversations.list", payload={**query, **({"cursor": cursor} if cursor else {})}, form=True
+            )
             for channel in page.data.get("channels") or []:
                 seen += 1
                 if channel.get("name") == name and channel.get("id"):

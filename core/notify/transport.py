@@ -76,6 +76,7 @@ class Answer:
         return data if isinstance(data, dict) else None
 
     def text(self) -> str:
+        """The body as text (undecodable bytes replaced)."""
         return self.body.decode("utf-8", "replace")
 
 
@@ -116,7 +117,9 @@ def send(req: Outgoing, *, deadline: Deadline, log: logging.LoggerAdapter) -> An
                 raise NoAnswer(req.method, failure, attempt) from None
             kind, wait, last = "connection", _BACKOFF_S * 2 ** retries["connection"], str(failure)
         else:
-            log.debug("Received the following response - status: %d, body: %.300s", answer.status, answer.text())
+            log.debug(
+                "Received the following response - status: %d, body: %.300s", answer.status, answer.text()
+            )
             kind, wait = _retry_kind(answer, retries)
             if kind is None:
                 return answer
