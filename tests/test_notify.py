@@ -490,6 +490,70 @@ def test_send_test_message_reports_the_failure_guidance(slack: FakeSlack) -> Non
     assert outcome.status == "failed" and outcome.detail and outcome.detail.startswith("not_in_channel:")
 
 
+# --- slack_sdk does the talking ---------------------------------------------------
+
+
+def test_web_api_calls_and_the_webhook_go_through_slack_sdk(slack: FakeSlack, backup: Path) -> None:
+    assert notify_run(bot_settings(slack), run_result(backup)).status == "sent"
+    assert notify_run(webhook_settings(slack), run_result(backup)).status == "sent"
+    by_sdk = [r for r in slack.received if r.method != "upload"]
+    assert {r.method for r in by_sdk} == {
+        "conversations.list",
+        "chat.postMessage",
+        "files.getUploadURLExternal",
+        "files.completeUploadExternal",
+        "webhook",
+    }
+    for req in by_sdk:  # slack_sdk's User-Agent: "Python/3.x slackclient/<version> <OS>"
+        assert "slackclient/" in req.headers.get("user-agent", ""), req.method
+    (upload,) = slack.calls("upload")  # the one POST slack_sdk has no public method for
+    assert "slackclient/" not in upload.headers.get("user-agent", "")
+
+
+def test_retries_are_slack_sdks_public_handlers_kept_within_the_deadline() -> None:
+    from urllib.error import URLError
+
+    from slack_sdk.http_retry import (
+        ConnectionErrorRetryHandler,
+        HttpRequest,
+        HttpResponse,
+        RateLimitErrorRetryHandler,
+        RetryState,
+    )
+    from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
+
+    from core.notify.retry import Deadline, WithinDeadline, retry_handlers
+
+    log = logging.getLogger("test")
+    handlers = retry_handlers(Deadline(10.0), log)
+    assert all(isinstance(h, WithinDeadline) for h in handlers)
+    inner = [type(h.inner) for h in handlers]  # type: ignore[attr-defined]
+    assert inner[0] is RateLimitErrorRetryHandler and inner[2] is ConnectionErrorRetryHandler
+    assert issubclass(inner[1], ServerErrorRetryHandler)
+
+    request = HttpRequest(method="POST", url="http://127.0.0.1/api/x", headers={})
+    refused = URLError(ConnectionRefusedError(111, "Connection refused"))
+    timed_out = URLError(TimeoutError("timed out"))
+    bad_gateway = HttpResponse(status_code=502, headers={})
+
+    def retries(deadline_s: float, **kw: Any) -> bool:
+        return any(
+            h.can_retry(state=RetryState(), request=request, **kw)
+            for h in retry_handlers(Deadline(deadline_s), log)
+        )
+
+    assert retries(10.0, error=refused) and retries(10.0, response=bad_gateway)
+    assert not retries(10.0, error=timed_out)  # the attempt's timeout was all the time left
+    assert not retries(10.0, error=TimeoutError("read timed out"))
+    assert not retries(0.6, error=refused) and not retries(
+        0.6, response=bad_gateway
+    )  # 0.5 s wait + 0.5 s attempt
+    limited = HttpResponse(status_code=429, headers={"Retry-After": "3"})
+    assert retries(10.0, response=limited) and not retries(4.0, response=limited)
+    spent = RetryState(current_attempt=2)  # two retries already made: no third for a 5xx
+    assert not any(h.can_retry(state=spent, request=request, response=bad_gateway) for h in handlers)
+
+
 # --- no private slack_sdk API ---------------------------------------------------
 
 

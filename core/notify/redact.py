@@ -4,7 +4,7 @@ The bot token and the webhook URL (itself a secret: whoever has it can post) are
 removed by value, and anything shaped like a Slack token, a webhook path or a URL
 password is removed by pattern, so a secret that reached a text some other way
 (an exception message, a proxy URL) is caught too. Pure, except that
-:class:`RedactingLogger` writes log records.
+the logger of :func:`redacting_logger` writes log records.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any
 from urllib.parse import urlsplit
 
 from ..config import Settings
@@ -42,20 +41,27 @@ def redact(text: str, secrets: Sequence[str]) -> str:
     return _USERINFO_RE.sub(r"\1[redacted]@", text)
 
 
-class RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """A logger whose every line is redacted; the HTTP layer logs URLs and bodies through it.
+class _Redact(logging.Filter):
+    """Rewrites each record of its logger as its redacted text; drops tracebacks (they could carry a URL)."""
 
-    Side effect: writes log records to the wrapped logger. Tracebacks are dropped
-    (``exc_info``), since they could carry a URL; the message says enough.
-    """
-
-    def __init__(self, logger: logging.Logger, secrets: Sequence[str]) -> None:
-        super().__init__(logger, {})
+    def __init__(self, secrets: Sequence[str]) -> None:
+        super().__init__()
         self.secrets = tuple(secrets)
 
-    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
-        """Log ``msg % args`` at ``level``, redacted; every other method of the adapter comes here."""
-        if self.isEnabledFor(level):
-            text = str(msg) % args if args else str(msg)
-            kwargs.pop("exc_info", None)
-            self.logger.log(level, "%s", redact(text, self.secrets), **kwargs)
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage(), self.secrets), None
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def redacting_logger(name: str, secrets: Sequence[str]) -> logging.Logger:
+    """A logger for one report whose every line is redacted; slack_sdk's clients log through it.
+
+    A plain :class:`logging.Logger` (slack_sdk reads its ``level``), not registered
+    with :mod:`logging` (it lives as long as the report), whose records go on to the
+    handlers of ``logging.getLogger(name)`` and its ancestors. Side effect: log records.
+    """
+    logger = logging.Logger(name)
+    logger.parent = logging.getLogger(name)
+    logger.addFilter(_Redact(secrets))
+    return logger

@@ -1,7 +1,9 @@
 """Sending reports: the bot-token path, the webhook path, channel resolution, the test message.
 
-Side effects: HTTP requests to Slack (through :mod:`.transport`, within one
-SLACK_TIMEOUT_S deadline per report), reading the backup file to attach it, log
+Side effects: HTTP requests to Slack, within one SLACK_TIMEOUT_S deadline per
+report: Web API calls through ``slack_sdk.WebClient``'s public methods, the webhook
+through ``slack_sdk.webhook.WebhookClient``, both retried by slack_sdk's retry
+handlers (:mod:`.retry`); the upload POST through :mod:`.upload`, reading the backup file to attach it, log
 lines. Nothing here raises: Slack's ``"ok": false`` answers, exhausted retries and
 unexpected errors all become a :class:`NotifyOutcome` whose ``detail`` tells the
 operator what to fix. Tokens and webhook URLs are removed from every detail and log line.
@@ -11,25 +13,30 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import re
 import socket
 import threading
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web import SlackResponse
+from slack_sdk.webhook import WebhookClient
 
 from ..config import Settings
 from ..models import NotifyStatus, RunResult, RunStatus
 from . import guidance, message
 from .message import BackupDelivery, BackupFacts, Blocks
-from .redact import RedactingLogger, redact, secrets_of
-from .transport import Answer, Deadline, NoAnswer, Outgoing, send
+from .redact import redact, redacting_logger, secrets_of
+from .retry import NO_ANSWER_ERRORS, Deadline, reason_of, retry_handlers
+from .upload import NoAnswer, post_bytes
 
 log = logging.getLogger(__name__)
 
@@ -163,50 +170,57 @@ class _Report:
         self.settings = settings
         self.deadline = Deadline(settings.slack_timeout_s)
         self.secrets = secrets_of(settings)
-        self.log = RedactingLogger(logging.getLogger(f"{__package__}.transport"), self.secrets)
+        self.log = redacting_logger(f"{__package__}.http", self.secrets)
+        self.retries = retry_handlers(self.deadline, self.log)
         self.host = socket.gethostname()
         raw = settings.slack_channel.strip()
         self.label = raw if _CHANNEL_ID.match(raw) else "#" + raw.lstrip("#")
-        base = settings.slack_api_base_url
+        base = settings.slack_api_base_url.strip()
+        self.base_url = base if base.endswith("/") else base + "/"  # WebClient joins method names to it
         self.where = urlsplit(base).netloc or base
 
     def failed(self, detail: str) -> NotifyOutcome:
         """A failed outcome whose detail is redacted."""
         return NotifyOutcome(NotifyStatus.FAILED, redact(detail, self.secrets))
 
-    def request(self, req: Outgoing, where: str) -> Answer:
-        """One request within the deadline; no answer at all raises _Failure with guidance."""
-        try:
-            return send(req, deadline=self.deadline, log=self.log)
-        except NoAnswer as exc:
-            raise _Failure(
-                guidance.transport_guidance(exc.method, where, exc.reason, self.settings.slack_timeout_s)
-            ) from None
+    def time_left(self, method: str, where: str) -> float:
+        """The next step's socket timeout: the time left of the deadline. Raises _Failure once none is left."""
+        left = self.deadline.remaining()
+        if left <= 0.05:
+            reason = TimeoutError("deadline reached")
+            raise _Failure(guidance.transport_guidance(method, where, reason, self.settings.slack_timeout_s))
+        return left
 
-    def api(self, method: str, *, payload: dict[str, Any], form: bool = False) -> _Posted:
-        """Call a Web API method (JSON body, or form-encoded where Slack takes no JSON).
+    def api(self, method: str, call: Callable[[WebClient], SlackResponse]) -> _Posted:
+        """Make one Web API call: ``call`` on a WebClient built for it (timeout: the time left).
 
-        Raises _Failure with guidance unless Slack answered ``"ok": true``.
+        Raises _Failure with guidance unless Slack answered ``"ok": true`` (after the retries).
         """
-        body = urlencode(payload) if form else json.dumps(payload)
-        ctype = "application/x-www-form-urlencoded" if form else "application/json; charset=utf-8"
-        req = Outgoing(
-            method=method,
-            url=self.settings.slack_api_base_url.rstrip("/") + "/" + method,
-            body=body.encode(),
-            headers={
-                "Authorization": f"Bearer {(self.settings.slack_bot_token or '').strip()}",
-                "Content-Type": ctype,
-            },
+        client = WebClient(
+            token=(self.settings.slack_bot_token or "").strip(),
+            base_url=self.base_url,
+            timeout=self.time_left(method, self.where),  # type: ignore[arg-type] # urllib takes a float
+            retry_handlers=self.retries,
+            logger=self.log,
         )
-        answer = self.request(req, self.where)
-        data = answer.json()
-        if answer.status == 200 and data is not None and data.get("ok"):
-            return _Posted(data, answer.headers)
-        detail = guidance.api_error_guidance(
-            method, answer.status, data, label=self.label, timeout_s=self.settings.slack_timeout_s
-        )
-        raise _Failure(detail, str((data or {}).get("error") or "") or None)
+        try:
+            response = call(client)
+        except SlackApiError as exc:
+            answer = exc.response
+            data = answer.data if isinstance(answer.data, dict) else None
+            detail = guidance.api_error_guidance(
+                method, answer.status_code, data, label=self.label, timeout_s=self.settings.slack_timeout_s
+            )
+            raise _Failure(detail, str((data or {}).get("error") or "") or None) from None
+        except NO_ANSWER_ERRORS as exc:
+            timeout_s = self.settings.slack_timeout_s
+            raise _Failure(
+                guidance.transport_guidance(method, self.where, reason_of(exc), timeout_s)
+            ) from None
+        except SlackClientError as exc:  # e.g. an invalid proxy setting
+            raise _Failure(f"{method}: {exc}") from None
+        data = response.data if isinstance(response.data, dict) else {}
+        return _Posted(dict(data), {str(k).lower(): str(v) for k, v in response.headers.items()})
 
     def via_bot(
         self, text: str, blocks: Blocks, *, upload: str | None, check_scopes: bool = False
@@ -216,13 +230,9 @@ class _Report:
             channel = self.resolve_channel()
             posted = self.api(
                 "chat.postMessage",
-                payload={
-                    "channel": channel,
-                    "text": text,
-                    "blocks": blocks,
-                    "unfurl_links": False,
-                    "unfurl_media": False,
-                },
+                lambda c: c.chat_postMessage(
+                    channel=channel, text=text, blocks=blocks, unfurl_links=False, unfurl_media=False
+                ),
             )
         except _Failure as failure:
             if failure.error == "channel_not_found":
@@ -236,7 +246,10 @@ class _Report:
                 detail = redact(failure.detail, self.secrets)
                 reply = message.upload_failed_reply(detail, path=upload, host=self.host)
                 with contextlib.suppress(_Failure):  # best effort: say so in the thread too
-                    self.api("chat.postMessage", payload={"channel": channel, "thread_ts": ts, "text": reply})
+                    self.api(
+                        "chat.postMessage",
+                        lambda c: c.chat_postMessage(channel=channel, thread_ts=ts, text=reply),
+                    )
                 return self.failed(
                     f"summary posted to {self.label}, but the backup was not attached: {failure.detail}"
                 )
@@ -258,19 +271,20 @@ class _Report:
         except FileNotFoundError:
             raise _Failure(guidance.backup_gone(path)) from None
         asked = self.api(
-            "files.getUploadURLExternal", payload={"filename": name, "length": len(data)}, form=True
+            "files.getUploadURLExternal",
+            lambda c: c.files_getUploadURLExternal(filename=name, length=len(data)),
         )
         url, file_id = str(asked.data.get("upload_url") or ""), str(asked.data.get("file_id") or "")
         self.upload_bytes(url, data)
-        files = json.dumps([{"id": file_id, "title": name}])
         self.api(
             "files.completeUploadExternal",
-            payload={"files": files, "channel_id": channel, "thread_ts": thread_ts},
-            form=True,
+            lambda c: c.files_completeUploadExternal(
+                files=[{"id": file_id, "title": name}], channel_id=channel, thread_ts=thread_ts
+            ),
         )
 
     def upload_bytes(self, url: str, data: bytes) -> None:
-        """POST the file's bytes to the upload URL Slack handed out (retried like every request).
+        """POST the file's bytes to the upload URL Slack handed out (:mod:`.upload`; retried like every request).
 
         Raises _Failure with guidance unless the file server answered 200.
         """
@@ -278,7 +292,7 @@ class _Report:
         if not url.lower().startswith(("https://", "http://")):
             raise _Failure("files_upload_v2: Slack returned an upload URL that is not http(s)")
         try:
-            answer = send(Outgoing("files_upload_v2", url, body=data), deadline=self.deadline, log=self.log)
+            answer = post_bytes(url, data, deadline=self.deadline, handlers=self.retries, log=self.log)
         except NoAnswer as exc:
             raise _Failure(
                 guidance.upload_no_answer(
@@ -290,21 +304,29 @@ class _Report:
         self.log.debug("uploaded %d bytes to %s (attempt %d)", len(data), host, answer.attempts)
 
     def via_webhook(self, text: str, blocks: Blocks) -> NotifyOutcome:
-        """Post through the incoming webhook (no file)."""
+        """Post through the incoming webhook (no file), with a WebhookClient whose timeout is the time left."""
         url = (self.settings.slack_webhook_url or "").strip()
         if not url.lower().startswith(("https://", "http://")):
             return self.failed("SLACK_WEBHOOK_URL is not an http(s) URL")
-        body = json.dumps({"text": text, "blocks": blocks, "unfurl_links": False, "unfurl_media": False})
-        req = Outgoing(
-            "webhook", url, body=body.encode(), headers={"Content-Type": "application/json; charset=utf-8"}
-        )
+        where = urlsplit(url).hostname or "the webhook host"
         try:
-            answer = self.request(req, urlsplit(url).hostname or "the webhook host")
+            hook = WebhookClient(
+                url,
+                timeout=self.time_left("webhook", where),  # type: ignore[arg-type] # urllib takes a float
+                retry_handlers=self.retries,
+                logger=self.log,
+            )
+            answer = hook.send(text=text, blocks=blocks, unfurl_links=False, unfurl_media=False)
         except _Failure as failure:
             return self.failed(failure.detail)
-        if answer.status == 200:
+        except NO_ANSWER_ERRORS as exc:
+            timeout_s = self.settings.slack_timeout_s
+            return self.failed(guidance.transport_guidance("webhook", where, reason_of(exc), timeout_s))
+        if answer.status_code == 200:
             return NotifyOutcome(NotifyStatus.SENT)
-        return self.failed(guidance.webhook_guidance(answer.status, answer.text().strip()[:200]))
+        return self.failed(
+            guidance.webhook_guidance(answer.status_code, str(answer.body or "").strip()[:200])
+        )
 
     def cache_key(self) -> tuple[str, str, str]:
         """This report's key in the channel cache: API base, a hash of the token, the channel name."""
@@ -336,9 +358,14 @@ class _Report:
             return cached
         cursor, seen = "", 0
         for _ in range(_MAX_PAGES):
-            query = {"types": "public_channel,private_channel", "exclude_archived": "true", "limit": 200}
             page = self.api(
-                "conversations.list", payload={**query, **({"cursor": cursor} if cursor else {})}, form=True
+                "conversations.list",
+                lambda c, after=cursor: c.conversations_list(
+                    types="public_channel,private_channel",
+                    exclude_archived=True,
+                    limit=200,
+                    cursor=after or None,
+                ),
             )
             for channel in page.data.get("channels") or []:
                 seen += 1
