@@ -93,12 +93,18 @@ def lead_sentence(r: RunResult) -> str:
     if status is RunStatus.DRY_RUN:
         return f"Dry run: {plural(r.rows_matched, 'row')} of {r.table} are older than {cutoff}; nothing changed."
     if status is RunStatus.FAILED:
-        kept = (f"{plural(r.rows_deleted, 'row')} were deleted before it stopped, each in a verified backup."
-                if r.rows_deleted else "No row was deleted.")
-        return f"The cleanup of {r.table} failed: {r.error or 'unknown error'}. {NO_UNBACKED_DELETE} {kept}"
+        return (f"The cleanup of {r.table} failed: {r.error or 'unknown error'}. {NO_UNBACKED_DELETE} "
+                f"{deleted_before_stop(r)}")
     if status is RunStatus.RUNNING:
         return f"A cleanup of {r.table} older than {cutoff} is running."
     return f"{status.label}: {r.table}" + (f": {r.error}" if r.error else "")
+
+
+def deleted_before_stop(r: RunResult) -> str:
+    """What a failed run had deleted before it stopped (plain text): each row is in a verified backup."""
+    if r.rows_deleted:
+        return f"{plural(r.rows_deleted, 'row')} were deleted before it stopped, each in a verified backup."
+    return "No row was deleted."
 
 
 def describe_run(r: RunResult) -> RunText:

@@ -1,8 +1,8 @@
 """A local fake of the Slack Web API, its file-upload host and an incoming webhook.
 
 Plain ``http.server`` on 127.0.0.1 in a background thread, started and stopped by
-the tests. It implements what ``core.notify`` calls through the real slack_sdk
-client (``conversations.list`` with cursor pagination, ``chat.postMessage``,
+the tests. It implements what ``core.notify`` calls over HTTP
+(``conversations.list`` with cursor pagination, ``chat.postMessage``,
 ``files.getUploadURLExternal``, the upload URL it hands out, which points back at
 this server, ``files.completeUploadExternal``) and one webhook URL, records every
 request, and can be scripted to answer with errors, 429s, 5xx or to stall.

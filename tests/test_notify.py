@@ -1,7 +1,8 @@
-"""core.notify against a local fake Slack server, through the real slack_sdk client."""
+"""core.notify against a local fake Slack server, over real HTTP."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import gzip
 import hashlib
@@ -15,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from core import notify, slack_messages
+from core import notify, present
 from core.config import Settings
 from core.models import RunResult
-from core.notify import NotifyOutcome, notify_run, send_test_message
+from core.notify import NotifyOutcome, message, notify_run, send_test_message
 from tests.fakeslack import TOKEN, WEBHOOK_PATH, FakeSlack, Reply, closed_port
 
 CHANNEL_ID = "C0AIREPORT"  # the fake's id for #ai-reports, on the third page of conversations.list
@@ -138,7 +139,7 @@ def test_failed_run_report_says_the_error_and_that_no_unbacked_row_was_deleted(
     text = message_text(summary(slack))
     assert "FAILED" in text
     assert "lost connection to the database &lt;batch 3&gt;" in text  # escaped for mrkdwn
-    assert "No row was deleted that is not in a verified backup." in text
+    assert present.NO_UNBACKED_DELETE in text  # the one wording of the invariant, as the CLI says it
     assert "500 rows were deleted before it stopped" in text
     assert "lost connection to the database <batch 3>" in summary(slack)["text"]
 
@@ -262,6 +263,36 @@ def test_upload_post_is_retried_after_a_server_error(slack: FakeSlack, backup: P
     assert outcome == NotifyOutcome("sent")
     assert len(slack.calls("upload")) == 2
     assert list(slack.uploads.values()) == [backup.read_bytes()]
+
+
+def test_webhook_server_error_is_retried_then_sent(slack: FakeSlack, backup: Path) -> None:
+    slack.script("webhook", Reply(status=503, body="busy"))
+    assert notify_run(webhook_settings(slack), run_result(backup)) == NotifyOutcome("sent")
+    assert len(slack.calls("webhook")) == 2
+
+
+def test_retry_after_longer_than_the_deadline_fails_at_once(slack: FakeSlack, backup: Path) -> None:
+    slack.always(
+        "chat.postMessage",
+        Reply(status=429, data={"ok": False, "error": "ratelimited"}, headers={"Retry-After": "30"}),
+    )
+    started = time.monotonic()
+    outcome = notify_run(
+        bot_settings(slack, slack_channel=CHANNEL_ID, slack_timeout_s=5.0), run_result(backup)
+    )
+    assert time.monotonic() - started < 1.0  # did not wait for a retry that could not fit
+    assert outcome.status == "failed"
+    assert "chat.postMessage: rate limited by Slack (HTTP 429)" in (outcome.detail or "")
+    assert len(slack.calls("chat.postMessage")) == 1
+
+
+def test_upload_server_error_throughout_is_said_after_the_summary(slack: FakeSlack, backup: Path) -> None:
+    slack.always("upload", Reply(status=502, body="bad gateway"))
+    outcome = notify_run(bot_settings(slack, slack_timeout_s=8.0), run_result(backup))
+    assert outcome.status == "failed"
+    assert "the upload to Slack's file server 127.0.0.1" in (outcome.detail or "")
+    assert "failed after 3 attempt(s): HTTP 502" in (outcome.detail or "")
+    assert len(slack.calls("upload")) == 3 and slack.calls("files.completeUploadExternal") == []
 
 
 def test_server_error_throughout_fails_with_clear_detail_in_bounded_time(
@@ -396,7 +427,7 @@ def test_unexpected_error_is_a_failed_outcome_not_an_exception(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(f"boom with {TOKEN}")
 
-    monkeypatch.setattr(slack_messages, "run_summary", broken)
+    monkeypatch.setattr(message, "run_summary", broken)
     outcome = notify_run(bot_settings(slack), run_result(backup))
     assert outcome.status == "failed"
     assert outcome.detail and "RuntimeError" in outcome.detail and TOKEN not in outcome.detail
@@ -425,7 +456,7 @@ def test_token_and_webhook_url_never_appear_in_logs_or_details(
         notify_run(bot_settings(slack), run_result(backup)),
     ]
     assert [o.status for o in outcomes] == ["sent", "sent", "failed", "sent", "failed", "failed"]
-    assert "Sending a request" in caplog.text  # slack_sdk's debug lines were captured, redacted
+    assert "Sending a request" in caplog.text  # the HTTP debug lines were captured, redacted
     secret_path = WEBHOOK_PATH.rsplit("/", 1)[-1]
     for text in [caplog.text, *(o.detail or "" for o in outcomes)]:
         assert TOKEN not in text and slack.webhook_url not in text and secret_path not in text
@@ -457,3 +488,131 @@ def test_send_test_message_through_the_webhook(slack: FakeSlack) -> None:
 def test_send_test_message_reports_the_failure_guidance(slack: FakeSlack) -> None:
     outcome = send_test_message(bot_settings(slack, slack_channel="other"))
     assert outcome.status == "failed" and outcome.detail and outcome.detail.startswith("not_in_channel:")
+
+
+# --- slack_sdk does the talking ---------------------------------------------------
+
+
+def test_web_api_calls_and_the_webhook_go_through_slack_sdk(slack: FakeSlack, backup: Path) -> None:
+    assert notify_run(bot_settings(slack), run_result(backup)).status == "sent"
+    assert notify_run(webhook_settings(slack), run_result(backup)).status == "sent"
+    by_sdk = [r for r in slack.received if r.method != "upload"]
+    assert {r.method for r in by_sdk} == {
+        "conversations.list",
+        "chat.postMessage",
+        "files.getUploadURLExternal",
+        "files.completeUploadExternal",
+        "webhook",
+    }
+    for req in by_sdk:  # slack_sdk's User-Agent: "Python/3.x slackclient/<version> <OS>"
+        assert "slackclient/" in req.headers.get("user-agent", ""), req.method
+    (upload,) = slack.calls("upload")  # the one POST slack_sdk has no public method for
+    assert "slackclient/" not in upload.headers.get("user-agent", "")
+
+
+def test_retries_are_slack_sdks_public_handlers_kept_within_the_deadline() -> None:
+    from urllib.error import URLError
+
+    from slack_sdk.http_retry import (
+        ConnectionErrorRetryHandler,
+        HttpRequest,
+        HttpResponse,
+        RateLimitErrorRetryHandler,
+        RetryState,
+    )
+    from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
+
+    from core.notify.retry import Deadline, WithinDeadline, retry_handlers
+
+    log = logging.getLogger("test")
+    handlers = retry_handlers(Deadline(10.0), log)
+    assert all(isinstance(h, WithinDeadline) for h in handlers)
+    inner = [type(h.inner) for h in handlers]  # type: ignore[attr-defined]
+    assert inner[0] is RateLimitErrorRetryHandler and inner[2] is ConnectionErrorRetryHandler
+    assert issubclass(inner[1], ServerErrorRetryHandler)
+
+    request = HttpRequest(method="POST", url="http://127.0.0.1/api/x", headers={})
+    refused = URLError(ConnectionRefusedError(111, "Connection refused"))
+    timed_out = URLError(TimeoutError("timed out"))
+    bad_gateway = HttpResponse(status_code=502, headers={})
+
+    def retries(deadline_s: float, **kw: Any) -> bool:
+        return any(
+            h.can_retry(state=RetryState(), request=request, **kw)
+            for h in retry_handlers(Deadline(deadline_s), log)
+        )
+
+    assert retries(10.0, error=refused) and retries(10.0, response=bad_gateway)
+    assert not retries(10.0, error=timed_out)  # the attempt's timeout was all the time left
+    assert not retries(10.0, error=TimeoutError("read timed out"))
+    assert not retries(0.6, error=refused) and not retries(
+        0.6, response=bad_gateway
+    )  # 0.5 s wait + 0.5 s attempt
+    limited = HttpResponse(status_code=429, headers={"Retry-After": "3"})
+    assert retries(10.0, response=limited) and not retries(4.0, response=limited)
+    spent = RetryState(current_attempt=2)  # two retries already made: no third for a 5xx
+    assert not any(h.can_retry(state=spent, request=request, response=bad_gateway) for h in handlers)
+
+
+# --- no private slack_sdk API ---------------------------------------------------
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_slack_sdk_uses(source: str) -> list[str]:
+    """Private names ``source`` reaches into: ``_modules`` or ``_names`` imported from slack_sdk,
+    ``_methods`` overridden in a slack_sdk subclass, and ``obj._attr`` on anything but ``self``/``cls``
+    (so ``client._upload_file`` is caught even when ``client`` is a local variable)."""
+    tree = ast.parse(source)
+    sdk_names: set[str] = set()
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "slack_sdk":
+            parts = [*(node.module or "").split("."), *(a.name for a in node.names)]
+            found += [f"import {p}" for p in parts if _private(p)]
+            sdk_names |= {a.asname or a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "slack_sdk":
+                    found += [f"import {p}" for p in alias.name.split(".") if _private(p)]
+                    sdk_names.add((alias.asname or alias.name).split(".")[0])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            root: ast.AST = node.value
+            while isinstance(root, ast.Attribute | ast.Call | ast.Subscript):
+                root = root.func if isinstance(root, ast.Call) else root.value
+            if not (isinstance(root, ast.Name) and root.id in ("self", "cls")):
+                found.append(f"{getattr(root, 'id', '?')}….{node.attr}")
+        if isinstance(node, ast.ClassDef) and any(
+            isinstance(b, ast.Name) and b.id in sdk_names for b in node.bases
+        ):
+            found += [
+                f"{node.name}.{f.name}"
+                for f in node.body
+                if isinstance(f, ast.FunctionDef) and _private(f.name)
+            ]
+    return found
+
+
+def test_the_checker_finds_private_slack_sdk_uses() -> None:
+    bad = (
+        "from slack_sdk import WebClient\n"
+        "from slack_sdk.http_retry.builtin_interval_calculators import _x\n"
+        "class C(WebClient):\n    def _upload_file(self): ...\n"
+        "def f(client: WebClient):\n    client._upload_file()\n    return WebClient()._get_url()\n"
+    )
+    assert sorted(private_slack_sdk_uses(bad)) == sorted(
+        ["import _x", "C._upload_file", "client…._upload_file", "WebClient…._get_url"]
+    )
+    assert private_slack_sdk_uses("import slack_sdk\nslack_sdk.web._x\n") == ["slack_sdk…._x"]
+    clean = "from slack_sdk.http_retry import RateLimitErrorRetryHandler\nclass A:\n    def f(self): self._y = 1\n"
+    assert private_slack_sdk_uses(clean) == []
+
+
+def test_notify_uses_no_private_slack_sdk_name() -> None:
+    sources = sorted(Path(notify.__file__).parent.glob("*.py"))
+    assert len(sources) >= 5
+    for path in sources:
+        assert private_slack_sdk_uses(path.read_text()) == [], path.name

@@ -1,0 +1,234 @@
+"""Slack messages: Block Kit blocks plus a plain-text fallback. Pure: no I/O.
+
+The words come from :mod:`core.present` (the lead sentence, facts, sizes, durations,
+times), so Slack says what the CLI and the dashboard say; this module adds Slack's
+markup around them: mrkdwn escaping, code spans, Block Kit blocks and Slack's length
+limits. Whatever the sender measured (the host name, the backup's size and absolute
+path, the time a test message is sent) comes in as arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import PurePath
+from typing import Any
+
+from .. import present
+from ..models import RunResult, RunStatus
+
+Blocks = list[dict[str, Any]]
+
+# Block Kit limits (https://docs.slack.dev/reference/block-kit/blocks):
+HEADER_MAX = 150
+SECTION_MAX = 3000
+FIELD_MAX = 2000
+FIELDS_MAX = 10
+MAX_RECOVERED_SHOWN = 10
+
+# In a busy channel a failure must stand out from the routine reports, so Slack's
+# header shouts it; every other headline is the presenter's.
+_SLACK_HEADLINES = {RunStatus.FAILED: "🔴 Log cleanup FAILED"}
+_CODE_FACTS = frozenset({"Table", "Run"})  # facts shown as code spans: names to copy
+
+
+class BackupDelivery(StrEnum):
+    """What happens to a run's backup file in its report."""
+
+    UPLOAD = "upload"  # attached in the report's thread
+    TOO_BIG = "too_big"  # over SLACK_UPLOAD_MAX_BYTES
+    WEBHOOK = "webhook"  # webhooks carry no files
+    MISSING = "missing"  # the path does not exist on this server
+    NONE = "none"  # the run wrote no backup
+
+
+@dataclass(frozen=True)
+class BackupFacts:
+    """What the sender found out about a run's backup, for the message."""
+
+    delivery: BackupDelivery
+    path: str | None = None  # absolute, as the operator would look for it on ``host``
+    size: int | None = None
+    limit: int = 0  # SLACK_UPLOAD_MAX_BYTES
+
+
+NO_BACKUP = BackupFacts(BackupDelivery.NONE)
+
+
+def escape(text: str) -> str:
+    """``text`` safe inside Slack mrkdwn: ``&``, ``<`` and ``>`` escaped."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def code(text: str) -> str:
+    """``text`` as an inline code span (escaped; a backtick cannot end the span early)."""
+    return "`" + escape(text).replace("`", "'") + "`"
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, the last one an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, SECTION_MAX)}}
+
+
+def _fields(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "type": "section",
+        "fields": [
+            {"type": "mrkdwn", "text": truncate(f"*{label}*\n{value}", FIELD_MAX)}
+            for label, value in pairs[:FIELDS_MAX]
+        ],
+    }
+
+
+def _header(text: str) -> dict[str, Any]:
+    return {
+        "type": "header",
+        "text": {"type": "plain_text", "text": truncate(text, HEADER_MAX), "emoji": True},
+    }
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(text, SECTION_MAX)}]}
+
+
+def backup_location(path: str, host: str) -> str:
+    """Where a backup lives, for a message: the host name and the (absolute) path."""
+    return f"on server {code(host)} at {code(path)}"
+
+
+def backup_note(backup: BackupFacts, *, host: str) -> str | None:
+    """One mrkdwn sentence about the backup file's delivery, or None without a backup."""
+    if backup.delivery is BackupDelivery.NONE or not backup.path:
+        return None
+    where = backup_location(backup.path, host)
+    if backup.delivery is BackupDelivery.UPLOAD:
+        return "The backup file is attached in this message's thread."
+    if backup.delivery is BackupDelivery.TOO_BIG:
+        return (
+            f"Backup not attached: {present.human_bytes(backup.size)} is over the "
+            f"{present.human_bytes(backup.limit)} upload limit (SLACK_UPLOAD_MAX_BYTES). It is {where}."
+        )
+    if backup.delivery is BackupDelivery.WEBHOOK:
+        return f"Backup not attached (webhook reports carry no files). It is {where}."
+    return f"Backup file not found {where}; check BACKUP_DIR."
+
+
+def run_summary(
+    result: RunResult,
+    *,
+    host: str,
+    backup: BackupFacts = NO_BACKUP,
+    recovered: Sequence[RunResult] = (),
+) -> tuple[str, Blocks]:
+    """The report of one run: ``(fallback text, blocks)``.
+
+    Names the table, status, rows archived and deleted, cutoff, backup file name,
+    size and checksum prefix, duration and trigger; a failed run also gets its error
+    and the statement that no row left the table without a verified backup.
+    ``recovered`` are the interrupted runs this run found and recovered; ``host``
+    is the server the console runs on (named in the context line).
+    """
+    text = present.describe_run(result)
+    headline = _SLACK_HEADLINES.get(RunStatus(result.status), text.headline)
+    blocks: Blocks = [
+        _header(f"{headline}: {result.table}"),
+        _section(_lead(result)),
+        _fields(
+            [(label, code(value) if label in _CODE_FACTS else escape(value)) for label, value in text.facts]
+        ),
+    ]
+    backup_text = "\n".join(x for x in (_backup_line(result, backup), backup_note(backup, host=host)) if x)
+    if backup_text:
+        blocks.append(_section(backup_text))
+    recovered_text = _recovered_text(result, recovered)
+    if recovered_text:
+        blocks.append(_section(recovered_text))
+    blocks.append(
+        _context(
+            f"Log Retention Console on {code(host)} · started {present.timestamp(result.started_at)}"
+            f" · finished {present.timestamp(result.finished_at)}"
+        )
+    )
+    return _fallback_text(result, recovered), blocks
+
+
+def _lead(result: RunResult) -> str:
+    """The presenter's lead sentence in mrkdwn; a failure's error goes in a code block."""
+    if result.status != RunStatus.FAILED:
+        return escape(present.lead_sentence(result))
+    error = (result.error or "unknown error").replace("```", "'''")  # cannot close the block early
+    return (
+        f"*The cleanup stopped with an error:*\n```{escape(error)}```\n"
+        f"*{present.NO_UNBACKED_DELETE}* {escape(present.deleted_before_stop(result))}"
+    )
+
+
+def _backup_line(result: RunResult, backup: BackupFacts) -> str | None:
+    if not result.backup_file:
+        return None
+    parts = [f"*Backup* {code(PurePath(result.backup_file).name)}"]
+    size = backup.size if backup.size is not None else result.backup_bytes
+    if size is not None:
+        parts.append(present.human_bytes(size))
+    prefix = present.checksum_prefix(result.sha256)
+    if prefix:
+        parts.append(f"sha256 {code(prefix + '…')}")
+    return " · ".join(parts)
+
+
+def _recovered_text(result: RunResult, recovered: Sequence[RunResult]) -> str | None:
+    if recovered:
+        lines = []
+        for run in recovered[:MAX_RECOVERED_SHOWN]:
+            backup = f", backup {code(PurePath(run.backup_file).name)}" if run.backup_file else ""
+            lines.append(
+                f"• run {code(run.run_id)} (started {present.timestamp(run.started_at)}): "
+                f"{escape(RunStatus(run.status).label)}, {present.plural(run.rows_deleted, 'row')} deleted{backup}"
+            )
+        hidden = len(recovered) - MAX_RECOVERED_SHOWN
+    elif result.recovered_runs:
+        lines = [f"• run {code(run_id)}" for run_id in result.recovered_runs[:MAX_RECOVERED_SHOWN]]
+        hidden = len(result.recovered_runs) - MAX_RECOVERED_SHOWN
+    else:
+        return None
+    if hidden > 0:
+        lines.append(f"• and {hidden} more")
+    return "♻️ *Interrupted run found and recovered* before this run:\n" + "\n".join(lines)
+
+
+def _fallback_text(result: RunResult, recovered: Sequence[RunResult]) -> str:
+    """One plain line for notifications and clients that do not show blocks."""
+    text = f"Log cleanup {result.status} on {result.table}: {present.lead_sentence(result)}"
+    if result.backup_file and result.status != RunStatus.FAILED:
+        prefix = present.checksum_prefix(result.sha256)
+        text += f" Backup {PurePath(result.backup_file).name}" + (f" (sha256 {prefix}…)." if prefix else ".")
+    count = len(recovered) or len(result.recovered_runs)
+    if count:
+        text += f" Recovered {count} interrupted run(s)."
+    return truncate(text, SECTION_MAX)
+
+
+def upload_failed_reply(detail: str, *, path: str, host: str) -> str:
+    """Thread reply when the summary went out but the backup could not be attached."""
+    return f"⚠️ The backup could not be attached: {escape(detail)}. It is {backup_location(path, host)}."
+
+
+def setup_check_message(
+    table: str, channel_label: str, *, host: str, sent_at: datetime
+) -> tuple[str, Blocks]:
+    """The "send test message" text: says where reports will arrive, and from where."""
+    text = f"Test message from Log Retention Console on {host}: cleanup reports for {table} will arrive here."
+    blocks: Blocks = [
+        _section(
+            f"👋 *Test message from Log Retention Console* on {code(host)}.\n"
+            f"Cleanup reports for table {code(table)} will arrive in {escape(channel_label)}."
+        ),
+        _context(f"Sent {present.timestamp(sent_at)}. Nothing was archived or deleted."),
+    ]
+    return text, blocks
