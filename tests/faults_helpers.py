@@ -38,7 +38,7 @@ from sqlalchemy.engine import make_url
 
 from conftest import ROOT
 from core import cleanup_running, list_backups, restore_backup, verify_backup
-from core.archive import DATA_SUFFIX, PARTIAL_SUFFIX, manifest_path_for
+from core.backup.manifest import DATA_SUFFIX, PARTIAL_SUFFIX, manifest_path_for
 from core.config import Settings, load_settings
 from core.db import dispose_engines, get_engine
 from core.demo import demo_data

@@ -13,9 +13,9 @@ import requests
 from sqlalchemy import text
 
 from conftest import ROOT
-from core.backups import list_backups, verify_backup
+from core import list_backups, verify_backup
+from core.backup.csvfile import iter_records
 from core.config import Settings
-from core.csvfile import iter_records
 from core.db import get_engine, quote
 
 

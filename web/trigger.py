@@ -1,6 +1,6 @@
-"""The HTTP trigger: thin Starlette handlers over ``core.start_cleanup`` and ``core.get_run_result``.
+"""The HTTP trigger: thin Starlette handlers over ``core.runs.start_cleanup`` and ``core.get_run_result``.
 
-Served by the dashboard's own process (see ``server.py``). SPEC.md, "HTTP trigger":
+Served by the dashboard's own process (see ``server.py``). The interface:
 
 - ``POST|GET /run-cleanup`` with ``Authorization: Bearer <CLEANUP_TRIGGER_TOKEN>`` → 202
   ``{"run_id", "status": "started"}``; 409 while a cleanup of the table runs anywhere
@@ -18,17 +18,14 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 import core
-from core.models import RunResult, to_jsonable, utcnow
+from core.models import Trigger, to_jsonable
+from core.runs import registry, start_cleanup
 from ui.state import build_settings
 
 log = logging.getLogger(__name__)
@@ -36,52 +33,6 @@ log = logging.getLogger(__name__)
 # Run ids are uuid4 strings; anything else cannot be a run and is answered 404 without a query.
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _NO_STORE = {"Cache-Control": "no-store"}
-
-
-# ---------------------------------------------------------------------------
-# Runs started by this process
-
-
-@dataclass
-class StartedRun:
-    """A run this process started; ``outcome`` is set by the background thread when it ends."""
-
-    started_at: datetime = field(default_factory=utcnow)
-    outcome: RunResult | BaseException | None = None
-
-    def finish(self, outcome: RunResult | BaseException) -> None:
-        """``on_done`` of ``core.start_cleanup`` (a crash is logged by the core itself)."""
-        self.outcome = outcome
-        if isinstance(outcome, RunResult):
-            log.info("HTTP-triggered run %s finished: %s, %d rows deleted, Slack %s", outcome.run_id,
-                     outcome.status, outcome.rows_deleted, outcome.notification)
-
-
-class RunRegistry:
-    """The last ``limit`` runs started over HTTP by this process (thread-safe).
-
-    The history table is the record; this answers for our own runs while they run
-    (before their history row exists, and without a query per poll) and keeps each
-    finished run's RunResult exactly as the core returned it.
-    """
-
-    def __init__(self, limit: int = 200) -> None:
-        self._runs: OrderedDict[str, StartedRun] = OrderedDict()
-        self._lock = threading.Lock()
-        self.limit = limit
-
-    def add(self, run_id: str, run: StartedRun) -> None:
-        with self._lock:
-            self._runs[run_id] = run
-            while len(self._runs) > self.limit:
-                self._runs.popitem(last=False)
-
-    def get(self, run_id: str) -> StartedRun | None:
-        with self._lock:
-            return self._runs.get(run_id)
-
-
-registry = RunRegistry()
 
 
 # ---------------------------------------------------------------------------
@@ -163,13 +114,11 @@ def run_cleanup(request: Request) -> JSONResponse:
     if refused:
         return refused
     assert settings is not None
-    run = StartedRun()
     try:
-        run_id = core.start_cleanup(settings, trigger="http", on_done=run.finish)
+        run_id = start_cleanup(settings, trigger=Trigger.HTTP).run_id
     except core.RetentionError as exc:
         log.info("HTTP trigger from %s: not started: %s", _client(request), exc.one_line())
         return _error(exc)
-    registry.add(run_id, run)
     log.info("HTTP trigger from %s: started cleanup run %s", _client(request), run_id)
     return _json(202, {"run_id": run_id, "status": "started", "status_url": f"/runs/{run_id}"},
                  {"Location": f"/runs/{run_id}"})
@@ -189,26 +138,15 @@ def run_status(request: Request) -> JSONResponse:
     if not _RUN_ID.fullmatch(run_id):
         return _json(404, {"error": "no run with this id"})
     mine = registry.get(run_id)
-    if mine is not None and not isinstance(mine.outcome, BaseException):
-        return _json(200, _started_run_json(run_id, mine))  # started here: no query while it runs
+    if mine is not None and mine.error is None:
+        return _json(200, mine.to_json())  # started here: no query while it runs
     try:
         result = core.get_run_result(settings, run_id)
     except core.RetentionError as exc:
         return _error(exc)
     if result is not None:
         return _json(200, to_jsonable(result))
-    if mine is not None:  # crashed before it wrote a history row
-        return _json(200, _started_run_json(run_id, mine))
+    if mine is not None:  # failed before it wrote a history row
+        return _json(200, mine.to_json())
     return _json(404, {"error": "no run with this id"})
 
-
-def _started_run_json(run_id: str, run: StartedRun) -> dict[str, Any]:
-    """A run of this process: its RunResult once done (exactly what run --json prints), else a stub."""
-    outcome = run.outcome
-    if isinstance(outcome, RunResult):
-        return to_jsonable(outcome)
-    stub = {"run_id": run_id, "status": "running", "trigger": "http", "started_at": to_jsonable(run.started_at)}
-    if outcome is not None:  # crashed (the core logged why)
-        message = outcome.one_line() if isinstance(outcome, core.RetentionError) else type(outcome).__name__
-        stub.update(status="failed", error=message)
-    return stub
