@@ -83,7 +83,7 @@ def history_table(engine: Engine, schema: str | None) -> Table:
             Column("manifest_file", Text),
             Column("sha256", String(64)),
             Column("backup_bytes", BigInteger),
-            Column("notification", String(20), nullable=False, default="pending"),
+            Column("notification", String(20), nullable=False, default=NotifyStatus.PENDING.value),
             Column("notification_detail", Text),
             Column("error", Text),
             # journal of an unfinished run

@@ -4,7 +4,7 @@
   (SQLite file, or a PostgreSQL database used as ``CREATE DATABASE ... TEMPLATE``)
   and copied for every trial in a fraction of a second.
 - :func:`start_cli`: ``python -m core ...`` as a subprocess that can be killed.
-- :func:`check_instant`: the SPEC invariant at any instant, even with a run dead in
+- :func:`check_instant`: the invariant (docs/design.md) at any instant, even with a run dead in
   the middle: every original row is in the table, in a backup that verifies, or in
   the committed prefix of an unfinished run's file (what recovery completes); never
   in two of them.
@@ -318,7 +318,7 @@ def keys_in_prefix(path: Path, length: int) -> list[str]:
 
 
 def check_instant(settings: Settings, original: frozenset[str] | set[str]) -> Instant:
-    """The SPEC invariant at this instant, with runs possibly dead mid-way.
+    """The invariant (docs/design.md) at this instant, with runs possibly dead mid-way.
 
     Every original key is in the table, in a finished backup that verifies, or in
     the committed prefix (``committed_bytes``) of an unfinished run's file, which
