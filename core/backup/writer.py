@@ -62,7 +62,6 @@ class MemberWriter:
         self._buf: list[bytes] = []
         self._buflen = 0
         self._mark: tuple[int, Any, int] | None = None  # (size, sha, records) where the member began
-        self.raw_bytes = 0
         self._records = 0  # CSV records (header included) of the committed members
         self._check = _MemberCheck()
         self._zpool = ThreadPoolExecutor(1, thread_name_prefix="backup-gzip")
@@ -88,7 +87,6 @@ class MemberWriter:
     def _compress(self, final: bool = False) -> None:
         chunk = b"".join(self._buf)
         self._buf.clear()
-        self.raw_bytes += len(chunk)
         self._buflen = 0
         if chunk or final:
             self._zq.append(self._zpool.submit(self._pack, self._z, chunk, final))
