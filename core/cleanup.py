@@ -266,19 +266,28 @@ class Run:
         return self.result(RunStatus.NOTHING_TO_DO)
 
     def fail(self, message: str) -> RunResult:
-        """Record a failed run, finishing the backup of whatever batches did commit."""
-        try:
-            with map_exceptions():
-                row = history.get_run(self.engine, self.info.schema, self.run_id)
-                if row is not None:
-                    settle(self.settings, self.info, row, status=RunStatus.FAILED, error=message)
-                    row = history.get_run(self.engine, self.info.schema, self.run_id) or row
-                    result = history.row_to_result(row)
-                    return dataclasses.replace(result, duration_s=round(time.monotonic() - self.t0, 3))
-        except RetentionError as exc:  # the database itself is gone: the next run recovers this one
-            log.error("could not record the failure of run %s (%s); the next run will recover it", self.run_id,
-                      exc.one_line())
+        """Record a failed run, finishing the backup of whatever batches did commit.
+
+        Tried twice: a server that just terminated every connection (the cause of the
+        failure, often) leaves dead ones in the pool, and the second try gets a fresh one.
+        """
+        for attempt in (1, 2):
+            try:
+                with map_exceptions():
+                    return self._record_failure(message)
+            except RetentionError as exc:  # the database itself is gone: the next run recovers this one
+                if attempt == 2:
+                    log.error("could not record the failure of run %s (%s); the next run will recover it",
+                              self.run_id, exc.one_line())
         return self.result(RunStatus.FAILED, error=message)
+
+    def _record_failure(self, message: str) -> RunResult:
+        row = history.get_run(self.engine, self.info.schema, self.run_id)
+        if row is None:  # failed before its history row was written
+            return self.result(RunStatus.FAILED, error=message)
+        settle(self.settings, self.info, row, status=RunStatus.FAILED, error=message)
+        row = history.get_run(self.engine, self.info.schema, self.run_id) or row
+        return dataclasses.replace(history.row_to_result(row), duration_s=round(time.monotonic() - self.t0, 3))
 
     def report(self, result: RunResult, recovered: list[RunResult]) -> RunResult:
         """Send the Slack report and record its outcome; neither can fail the run."""
