@@ -1,54 +1,59 @@
-"""The cleanup routine: lock → recover → archive+delete in batches → verify → record → notify.
+"""The cleanup: the run object and the routine lock → recover → batches → verify → record → notify.
 
-Every front end calls :func:`run_cleanup`. What it guarantees (SPEC.md invariants):
-a row leaves the table only in a transaction that also records, in the run's
-history row, the length of a fsynced backup file that holds that row's version; a
-backup gets its final name only after it was read back and matched its journal.
+Every front end calls :func:`run_cleanup` (or :func:`core.runs.start_cleanup`, which runs
+the same :class:`Run` in a thread). What it guarantees (docs/design.md, "Invariants"):
+a row leaves the table only in a transaction that also records, in the run's history
+row, the length of a fsynced backup file that holds that row's version; a backup gets
+its final name only after it was read back and matched its journal.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import threading
+import os
 import time
 import uuid
-from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from . import history
-from .archive import MemberWriter
-from .backup_files import (
-    backup_names,
-    build_manifest,
-    finish_backup,
-    prepare_backup_dir,
-    remove_partial,
-)
+from .backup.deflate import codec_for
+from .backup.finish import finish_backup, remove_partial
+from .backup.manifest import backup_names, build_manifest
+from .backup.store import LocalFolderStore
+from .backup.writer import MemberWriter
+from .batches import Journal, PostgresBatcher, SqliteBatcher
 from .config import Settings
-from .db import (
-    LockedConnection,
-    TableInfo,
-    check_connection,
-    describe_table,
-    get_engine,
-    quote,
-)
-from .deflate import codec_for
-from .errors import BadSetting, CleanupFailed, LockHeld, RetentionError
-from .models import Progress, RunResult, utcnow
+from .db import LockedConnection, TableInfo, check_connection, describe_table, qualified, quote
+from .errors import BadSetting, CleanupFailed, DatabaseError, RetentionError, map_exceptions
+from .models import NotifyStatus, Progress, RunResult, RunStatus, Trigger, utcnow
 from .notify import notify_run
-from .purge import Journal, PostgresBatcher, SqliteBatcher
+from .recovery import get_run_result, list_history, recover_interrupted, settle
 from .stats import preview
-from .timefmt import SqliteTsFormat, as_utc, detect_sqlite_format, resolve_cutoff
+from .timefmt import SqliteTsFormat, detect_sqlite_format, resolve_cutoff
 
 log = logging.getLogger(__name__)
 
-TRIGGERS = ("cli", "dashboard", "http", "test")
+__all__ = ["CleanupRequest", "Run", "get_run_result", "list_history", "plan_run", "recover_interrupted",
+           "run_cleanup"]
+
+
+@dataclass(frozen=True)
+class CleanupRequest:
+    """What a caller asks for; :func:`plan_run` checks it and turns it into a :class:`Run`."""
+
+    cutoff: datetime | str | None = None
+    retention_days: int | None = None
+    dry_run: bool = False
+    notify: bool = True
+    batch_size: int | None = None
+    trigger: Trigger | str = Trigger.CLI
+    progress: Progress | None = None
 
 
 def run_cleanup(
@@ -59,9 +64,8 @@ def run_cleanup(
     dry_run: bool = False,
     notify: bool = True,
     batch_size: int | None = None,
-    trigger: str = "cli",
+    trigger: Trigger | str = Trigger.CLI,
     progress: Progress | None = None,
-    run_id: str | None = None,
 ) -> RunResult:
     """Archive and delete the rows older than the cutoff; return what happened.
 
@@ -71,379 +75,238 @@ def run_cleanup(
     when another cleanup of the table runs. Failures after the run started are
     returned as a RunResult with status ``failed`` (recorded in history).
     """
+    run = plan_run(settings, CleanupRequest(cutoff=cutoff, retention_days=retention_days, dry_run=dry_run,
+                                            notify=notify, batch_size=batch_size, trigger=trigger,
+                                            progress=progress))
+    return run.count_only() if run.dry_run else run.execute(run.take_lock())
+
+
+def plan_run(settings: Settings, request: CleanupRequest) -> Run:
+    """Check everything a run needs before it writes anything. Raises BadSetting, DatabaseUnavailable."""
     started, t0 = utcnow(), time.monotonic()
-    if batch_size is not None and not 1 <= batch_size <= 1_000_000:
-        raise BadSetting("--batch-size", batch_size, "must be between 1 and 1000000")
-    the_cutoff, engine, info, backup_dir = _prepare(settings, trigger, cutoff, retention_days, started)
-    run_id = run_id or str(uuid.uuid4())
-    schema = info.schema
-
-    if dry_run:
-        p = preview(settings, cutoff=the_cutoff, engine=engine, info=info)
-        result = _result(run_id, "dry_run", info, the_cutoff, trigger, started, t0, rows_matched=p.rows_to_delete,
-                         notification="skipped")
-        history.insert_run(engine, schema, **_row_values(result))
-        log.info("dry run: %d rows of %s older than %s", p.rows_to_delete, info.display_name, the_cutoff)
-        return result
-
-    conn = _lock(settings, engine)
-    return _locked_run(settings, conn, engine, info, backup_dir, run_id, the_cutoff, trigger, started, t0,
-                       batch_size or settings.batch_size, progress, notify)
-
-
-def start_cleanup(
-    settings: Settings,
-    *,
-    trigger: str = "http",
-    cutoff: datetime | str | None = None,
-    retention_days: int | None = None,
-    notify: bool = True,
-    on_done: Callable[[RunResult | BaseException], None] | None = None,
-) -> str:
-    """Take the lock now, run the cleanup in a background thread, return its run id at once.
-
-    Raises (synchronously, nothing changed) what run_cleanup raises before it
-    starts: BadSetting, DatabaseUnavailable, LockHeld. ``on_done`` receives the
-    RunResult, or the exception of a run that crashed.
-    """
-    started, t0 = utcnow(), time.monotonic()
-    the_cutoff, engine, info, backup_dir = _prepare(settings, trigger, cutoff, retention_days, started)
-    run_id = str(uuid.uuid4())
-    conn = _lock(settings, engine)
-
-    def work() -> None:
-        try:
-            result: RunResult | BaseException = _locked_run(
-                settings, conn, engine, info, backup_dir, run_id, the_cutoff, trigger, started, t0,
-                settings.batch_size, None, notify,
-            )
-        except BaseException as exc:  # reported to on_done; the history row says the rest
-            log.error("background cleanup %s crashed: %s", run_id, _describe(exc))
-            result = exc
-        if on_done:
-            on_done(result)
-
-    threading.Thread(target=work, name=f"cleanup-{run_id[:8]}", daemon=True).start()
-    return run_id
-
-
-def _prepare(
-    settings: Settings, trigger: str, cutoff: datetime | str | None, retention_days: int | None, now: datetime,
-) -> tuple[datetime, Engine, TableInfo, Path]:
-    """Validate everything a run needs before it writes anything (BadSetting, DatabaseUnavailable)."""
-    if trigger not in TRIGGERS:
-        raise BadSetting("trigger", trigger, f"must be one of {', '.join(TRIGGERS)}")
-    the_cutoff = resolve_cutoff(
-        retention_days=retention_days, cutoff=cutoff, default_days=settings.retention_days, now=now
-    )
+    if request.batch_size is not None and not 1 <= request.batch_size <= 1_000_000:
+        raise BadSetting("--batch-size", request.batch_size, "must be between 1 and 1000000")
+    try:
+        trigger = Trigger(request.trigger)
+    except ValueError:
+        raise BadSetting("trigger", request.trigger, f"must be one of {', '.join(Trigger)}") from None
+    cutoff = resolve_cutoff(retention_days=request.retention_days, cutoff=request.cutoff,
+                            default_days=settings.retention_days, now=started)
     engine = check_connection(settings)
     info = describe_table(settings, engine)
-    return the_cutoff, engine, info, prepare_backup_dir(settings)
+    store = LocalFolderStore.prepare(settings.backup_dir)
+    run_id = str(uuid.uuid4())
+    final, partial, manifest = backup_names(store.root, info.display_name, run_id, started)
+    return Run(settings=settings, engine=engine, info=info, run_id=run_id, cutoff=cutoff, trigger=trigger,
+               started=started, t0=t0, batch_size=request.batch_size or settings.batch_size,
+               backup_file=final, partial_file=partial, manifest_file=manifest, dry_run=request.dry_run,
+               notify=request.notify, progress=request.progress)
 
 
-def _lock(settings: Settings, engine: Engine) -> LockedConnection:
-    """A connection holding the table's cleanup lock, or LockHeld."""
-    conn = LockedConnection(settings, engine)
-    try:
-        conn.lock()
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+@dataclass(frozen=True, kw_only=True)
+class Run:
+    """One cleanup run, decided: what, when, where its backup goes, who asked. The steps are its methods."""
 
+    settings: Settings
+    engine: Engine
+    info: TableInfo
+    run_id: str
+    cutoff: datetime
+    trigger: Trigger
+    started: datetime
+    t0: float  # time.monotonic() at the start, for the duration
+    batch_size: int
+    backup_file: Path  # final name; written as partial_file until verified
+    partial_file: Path
+    manifest_file: Path
+    dry_run: bool
+    notify: bool
+    progress: Progress | None
 
-def _locked_run(
-    settings: Settings, conn: LockedConnection, engine: Engine, info: TableInfo, backup_dir: Path, run_id: str,
-    cutoff: datetime, trigger: str, started: datetime, t0: float, batch_size: int, progress: Progress | None,
-    notify: bool,
-) -> RunResult:
-    """The run proper, with the lock held by ``conn``; releases it before notifying."""
-    schema = info.schema
-    try:
-        history.ensure_history(engine, schema)
-        recovered = recover_interrupted(settings, engine=engine, info=info)
-        result = _archive_and_delete(
-            settings, conn, engine, info, backup_dir, run_id, cutoff, trigger, started, t0, batch_size, progress,
+    @property
+    def table(self) -> str:
+        return self.info.display_name
+
+    def result(self, status: RunStatus, **fields: Any) -> RunResult:
+        """This run's RunResult with ``status``; ``fields`` override the zero defaults."""
+        rows = fields.pop("rows", 0)
+        values: dict[str, Any] = dict(
+            run_id=self.run_id, status=status, table=self.table, cutoff=self.cutoff, rows_archived=rows,
+            rows_deleted=rows, backup_file=None, manifest_file=None, sha256=None,
+            notification=NotifyStatus.PENDING, duration_s=round(time.monotonic() - self.t0, 3),
+            trigger=self.trigger, started_at=self.started, finished_at=utcnow(), rows_matched=rows,
         )
-    except SQLAlchemyError as exc:  # outside a batch (a batch's failure is recorded): disk full, connection lost
-        raise CleanupFailed(f"cleanup of {info.display_name} stopped: database error: {_describe(exc)}; "
-                            "the next run recovers anything unfinished", run_id=run_id) from None
-    finally:
-        conn.close()
-    result = _replace(result, recovered_runs=tuple(r.run_id for r in recovered))
-    if notify:
-        result = _notify(settings, engine, schema, result, recovered)
-    else:
-        history.update_run(engine, schema, result.run_id, notification="skipped")
-        result = _replace(result, notification="skipped")
-    return result
+        values.update(fields)
+        return RunResult(**values)
 
+    def record(self, r: RunResult) -> None:
+        """Insert a finished run's history row (runs that never held rows: dry run, nothing to do)."""
+        history.insert_run(
+            self.engine, self.info.schema, run_id=r.run_id, table_name=r.table, trigger=r.trigger,
+            status=r.status, started_at=r.started_at, finished_at=r.finished_at, cutoff=r.cutoff,
+            rows_archived=r.rows_archived, rows_deleted=r.rows_deleted, rows_matched=r.rows_matched,
+            backup_file=r.backup_file, manifest_file=r.manifest_file, sha256=r.sha256,
+            notification=r.notification, error=r.error, pid=os.getpid(),
+        )
 
-def _archive_and_delete(
-    settings: Settings, conn: LockedConnection, engine: Engine, info: TableInfo, backup_dir: Path,
-    run_id: str, cutoff: datetime, trigger: str, started: datetime, t0: float, batch_size: int,
-    progress: Progress | None,
-) -> RunResult:
-    q = lambda name: quote(engine, name)  # noqa: E731
-    fmt: SqliteTsFormat | None = None
-    if info.dialect == "sqlite":
-        table_sql = q(info.name)
-        fmt = detect_sqlite_format(conn.dbapi, table_sql, q(info.timestamp_column), full=True)
-        batcher: Any = SqliteBatcher(conn.dbapi, info, cutoff, batch_size, q, fmt=fmt)
-    else:
-        batcher = PostgresBatcher(conn.dbapi, info, cutoff, batch_size, q, reader=_second_connection(conn))
-    total = batcher.count()
-    if total == 0:
-        result = _result(run_id, "nothing_to_do", info, cutoff, trigger, started, t0)
-        history.insert_run(engine, info.schema, **_row_values(result))
-        log.info("nothing to do: no row of %s is older than %s", info.display_name, cutoff.isoformat())
+    def count_only(self) -> RunResult:
+        """The dry run: count what would go, record it, change nothing else."""
+        p = preview(self.settings, cutoff=self.cutoff, engine=self.engine, info=self.info)
+        result = self.result(RunStatus.DRY_RUN, rows_matched=p.rows_to_delete, notification=NotifyStatus.SKIPPED)
+        self.record(result)
+        log.info("dry run: %d rows of %s older than %s", p.rows_to_delete, self.table, self.cutoff)
         return result
 
-    final, partial, manifest = backup_names(backup_dir, info.display_name, run_id, started)
-    history.insert_run(
-        engine, info.schema, run_id=run_id, table_name=info.display_name, trigger=trigger, status="running",
-        started_at=started, cutoff=cutoff, partial_file=str(partial), backup_file=str(final),
-        manifest_file=str(manifest), pid=_pid(),
-    )
-    journal = Journal(run_id)
-    manifest_fields = build_manifest(
-        info=info, run_id=run_id, cutoff=cutoff, min_ts=None, max_ts=None, gzip_level=settings.gzip_level,
-        deflate=codec_for(settings.gzip_level).library, sqlite_format=fmt, database=settings.database_url_masked,
-    )
-    writer: MemberWriter | None = None
-    try:
-        writer = MemberWriter(partial, settings.gzip_level)
-        log.info("archiving %d rows of %s older than %s into %s", total, info.display_name,
-                 cutoff.isoformat(), final.name)
-        if progress:
-            progress(0, total)
+    def take_lock(self) -> LockedConnection:
+        """A connection holding the table's cleanup lock. Raises LockHeld."""
+        conn = LockedConnection(self.settings, self.engine)
+        try:
+            conn.lock()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def execute(self, conn: LockedConnection) -> RunResult:
+        """The run proper, with the lock held by ``conn``; releases it before notifying.
+
+        Raises CleanupFailed when the database fails outside a batch (a batch's own failure
+        is recorded and returned as status ``failed``).
+        """
+        try:
+            with map_exceptions():
+                history.ensure_history(self.engine, self.info.schema)
+                recovered = recover_interrupted(self.settings, engine=self.engine, info=self.info)
+                result = self.archive_and_delete(conn)
+        except DatabaseError as exc:  # outside a batch: disk full, connection lost
+            raise CleanupFailed(f"cleanup of {self.table} stopped: database error: {exc.one_line()}; "
+                                "the next run recovers anything unfinished", run_id=self.run_id) from None
+        finally:
+            conn.close()
+        result = dataclasses.replace(result, recovered_runs=tuple(r.run_id for r in recovered))
+        if self.notify:
+            return self.report(result, recovered)
+        history.update_run(self.engine, self.info.schema, result.run_id, notification=NotifyStatus.SKIPPED)
+        return dataclasses.replace(result, notification=NotifyStatus.SKIPPED)
+
+    def _batcher(self, conn: LockedConnection) -> tuple[Any, SqliteTsFormat | None]:
+        if self.info.dialect == "sqlite":
+            fmt = detect_sqlite_format(conn.dbapi, qualified(self.engine, self.info.schema, self.info.name),
+                                       quote(self.engine, self.info.timestamp_column), full=True)
+            return SqliteBatcher(conn.dbapi, self.info, cutoff=self.cutoff, batch_size=self.batch_size,
+                                 engine=self.engine, fmt=fmt), fmt
+        return PostgresBatcher(conn.dbapi, self.info, cutoff=self.cutoff, batch_size=self.batch_size,
+                               engine=self.engine, reader=_second_connection(conn)), None
+
+    def archive_and_delete(self, conn: LockedConnection) -> RunResult:
+        """Batches until no old row is left, then finish the backup and record success."""
+        batcher, fmt = self._batcher(conn)
+        total = batcher.count()
+        if total == 0:
+            result = self.result(RunStatus.NOTHING_TO_DO)
+            self.record(result)
+            log.info("nothing to do: no row of %s is older than %s", self.table, self.cutoff.isoformat())
+            return result
+        history.insert_run(
+            self.engine, self.info.schema, run_id=self.run_id, table_name=self.table, trigger=self.trigger,
+            status=RunStatus.RUNNING, started_at=self.started, cutoff=self.cutoff,
+            partial_file=str(self.partial_file), backup_file=str(self.backup_file),
+            manifest_file=str(self.manifest_file), pid=os.getpid(),
+        )
+        journal = Journal(self.run_id)
+        writer: MemberWriter | None = None
+        try:
+            with map_exceptions():
+                writer = MemberWriter(self.partial_file, self.settings.gzip_level)
+                log.info("archiving %d rows of %s older than %s into %s", total, self.table,
+                         self.cutoff.isoformat(), self.backup_file.name)
+                self._batches(batcher, writer, journal, total)
+                writer.close()
+                if journal.rows == 0:  # the rows went away between the count and the batches
+                    return self._nothing_left()
+                fields = build_manifest(
+                    self.info, run_id=self.run_id, cutoff=self.cutoff, span=(journal.min_ts, journal.max_ts),
+                    deflate=codec_for(self.settings.gzip_level).library, sqlite_format=fmt, settings=self.settings,
+                )
+                final, manifest, scan = finish_backup(
+                    partial=self.partial_file, final=self.backup_file, committed_bytes=writer.size,
+                    rows=journal.rows, sha256=writer.sha.hexdigest(), known=writer.verified(),
+                    manifest_fields=fields,
+                )
+        except RetentionError as exc:
+            if writer is not None:
+                writer.close()
+            log.error("cleanup of %s failed: %s", self.table, exc.one_line())
+            return self.fail(exc.one_line())
+        finished = utcnow()
+        history.update_run(
+            self.engine, self.info.schema, self.run_id, status=RunStatus.SUCCESS, finished_at=finished,
+            rows_archived=journal.rows, rows_deleted=journal.rows, sha256=scan.sha256,
+            backup_bytes=scan.size_bytes, partial_file=None, backup_file=str(final), manifest_file=str(manifest),
+        )
+        log.info("archived and deleted %d rows of %s; backup %s (sha256 %s)", journal.rows, self.table,
+                 final.name, scan.sha256[:12])
+        return self.result(RunStatus.SUCCESS, rows=journal.rows, backup_file=str(final),
+                           manifest_file=str(manifest), sha256=scan.sha256, backup_bytes=scan.size_bytes,
+                           finished_at=finished)
+
+    def _batches(self, batcher: Any, writer: MemberWriter, journal: Journal, total: int) -> None:
+        if self.progress:
+            self.progress(0, total)
         while (done := batcher.run_batch(writer, journal.last_key, journal)) is not None:
             journal.add(done)
             log.info("batch %d: archived and deleted %d rows (%d so far)", journal.batches, done.rows, journal.rows)
-            if progress:
-                progress(journal.rows, max(total, journal.rows))
-        writer.close()
-        if journal.rows == 0:  # the rows went away between the count and the batches
-            remove_partial(partial)
-            history.update_run(engine, info.schema, run_id, status="nothing_to_do", finished_at=utcnow(),
-                               backup_file=None, manifest_file=None, partial_file=None)
-            return _result(run_id, "nothing_to_do", info, cutoff, trigger, started, t0)
-        manifest_fields.update(min_timestamp=_iso(journal.min_ts), max_timestamp=_iso(journal.max_ts))
-        final, manifest, scan = finish_backup(
-            partial=partial, final=final, committed_bytes=writer.size, expected_rows=journal.rows,
-            expected_sha256=writer.sha.hexdigest(), manifest_fields=manifest_fields,
-        )
-    except Exception as exc:
-        if writer is not None:
-            writer.close()
-        message = exc.one_line() if isinstance(exc, RetentionError) else _describe(exc)
-        log.error("cleanup of %s failed: %s", info.display_name, message)
-        return _fail_run(settings, engine, info, run_id, cutoff, trigger, started, t0, message)
-    finished = utcnow()
-    history.update_run(
-        engine, info.schema, run_id, status="success", finished_at=finished, rows_archived=journal.rows,
-        rows_deleted=journal.rows, sha256=scan.sha256, backup_bytes=scan.size_bytes, partial_file=None,
-        backup_file=str(final), manifest_file=str(manifest),
-    )
-    log.info("archived and deleted %d rows of %s; backup %s (sha256 %s)", journal.rows, info.display_name,
-             final.name, scan.sha256[:12])
-    return _result(run_id, "success", info, cutoff, trigger, started, t0, rows=journal.rows, backup=str(final),
-                   manifest=str(manifest), sha256=scan.sha256, backup_bytes=scan.size_bytes, finished=finished)
+            if self.progress:
+                self.progress(journal.rows, max(total, journal.rows))
+
+    def _nothing_left(self) -> RunResult:
+        remove_partial(self.partial_file)
+        history.update_run(self.engine, self.info.schema, self.run_id, status=RunStatus.NOTHING_TO_DO,
+                           finished_at=utcnow(), backup_file=None, manifest_file=None, partial_file=None)
+        return self.result(RunStatus.NOTHING_TO_DO)
+
+    def fail(self, message: str) -> RunResult:
+        """Record a failed run, finishing the backup of whatever batches did commit.
+
+        Tried twice: a server that just terminated every connection (the cause of the
+        failure, often) leaves dead ones in the pool, and the second try gets a fresh one.
+        """
+        for attempt in (1, 2):
+            try:
+                with map_exceptions():
+                    return self._record_failure(message)
+            except RetentionError as exc:  # the database itself is gone: the next run recovers this one
+                if attempt == 2:
+                    log.error("could not record the failure of run %s (%s); the next run will recover it",
+                              self.run_id, exc.one_line())
+        return self.result(RunStatus.FAILED, error=message)
+
+    def _record_failure(self, message: str) -> RunResult:
+        row = history.get_run(self.engine, self.info.schema, self.run_id)
+        if row is None:  # failed before its history row was written
+            return self.result(RunStatus.FAILED, error=message)
+        settle(self.settings, self.info, row, status=RunStatus.FAILED, error=message)
+        row = history.get_run(self.engine, self.info.schema, self.run_id) or row
+        return dataclasses.replace(history.row_to_result(row), duration_s=round(time.monotonic() - self.t0, 3))
+
+    def report(self, result: RunResult, recovered: list[RunResult]) -> RunResult:
+        """Send the Slack report and record its outcome; neither can fail the run."""
+        outcome = notify_run(self.settings, result, recovered=recovered)
+        status = NotifyStatus(outcome.status)
+        try:
+            with map_exceptions():
+                history.update_run(self.engine, self.info.schema, result.run_id, notification=status,
+                                   notification_detail=outcome.detail)
+        except RetentionError as exc:  # recording the outcome must not turn a cleanup into a failure
+            log.error("could not record the notification outcome of run %s: %s", result.run_id, exc.one_line())
+        return dataclasses.replace(result, notification=status, notification_detail=outcome.detail)
 
 
 def _second_connection(conn: LockedConnection) -> Any | None:
     """A reader for the batches' COPY, or None (slower, one connection) when the server refuses one."""
     try:
-        return conn.another()
-    except SQLAlchemyError as exc:
-        log.warning("no second database connection (%s); each batch copies, then deletes", _describe(exc))
+        with map_exceptions():
+            return conn.another()
+    except DatabaseError as exc:
+        log.warning("no second database connection (%s); each batch copies, then deletes", exc.one_line())
         return None
-
-
-def _fail_run(
-    settings: Settings, engine: Engine, info: TableInfo, run_id: str, cutoff: datetime, trigger: str,
-    started: datetime, t0: float, message: str,
-) -> RunResult:
-    """Record a failed run, finishing the backup of whatever batches did commit."""
-    try:
-        row = history.get_run(engine, info.schema, run_id)
-        if row is not None:
-            _settle(settings, info, row, status="failed", error=message)
-            row = history.get_run(engine, info.schema, run_id) or row
-            result = history.row_to_result(row)
-            return _replace(result, duration_s=round(time.monotonic() - t0, 3))
-    except Exception as exc:  # the database itself is gone: the next run recovers this one
-        log.error("could not record the failure of run %s (%s); the next run will recover it", run_id,
-                  _describe(exc))
-    return _result(run_id, "failed", info, cutoff, trigger, started, t0, error=message)
-
-
-def recover_interrupted(
-    settings: Settings, *, engine: Engine | None = None, info: TableInfo | None = None
-) -> list[RunResult]:
-    """Finish runs of this table that died: mark them interrupted, complete their backups.
-
-    Also completes the backup of a run that ended with it unfinished (status kept).
-    Must be called with the cleanup lock held (a 'running' row is then certainly
-    dead). Side effects: truncates/renames partial backups, writes manifests,
-    updates history. Returns the recovered runs.
-    """
-    engine = engine or get_engine(settings)
-    info = info or describe_table(settings, engine)
-    rows = history.list_runs(engine, info.schema, info.display_name, status="running", limit=1000)
-    # Runs that ended (failed, or an earlier recovery) with the backup of rows they deleted
-    # unfinished (e.g. the disk was full for the manifest): finish it now, keep their status.
-    rows += [r for r in history.list_runs(engine, info.schema, info.display_name, limit=1000)
-             if r["status"] != "running" and r.get("partial_file") and int(r["rows_deleted"] or 0) > 0]
-    out = []
-    for row in rows:
-        if row["status"] != "running":
-            log.warning("run %s (%s) left the backup of its deleted rows unfinished; finishing it",
-                        row["run_id"], row["status"])
-            error = (row.get("error") or f"the run {row['status']}").split("; backup of ")[0]
-            _settle(settings, info, row, status=row["status"], error=error)
-        else:
-            log.warning("found interrupted run %s (started %s); recovering it", row["run_id"], row["started_at"])
-            _settle(settings, info, row, status="interrupted", error="the run was interrupted")
-        fresh = history.get_run(engine, info.schema, row["run_id"])
-        out.append(history.row_to_result(fresh or row))
-    return out
-
-
-def _settle(settings: Settings, info: TableInfo, row: dict[str, Any], *, status: str, error: str) -> None:
-    """Bring a dead or failed run's backup and history row to a final, truthful state."""
-    engine = get_engine(settings)
-    run_id, rows = row["run_id"], int(row["rows_deleted"] or 0)
-    partial = Path(row["partial_file"]) if row.get("partial_file") else None
-    final = Path(row["backup_file"]) if row.get("backup_file") else None
-    if rows == 0:
-        remove_partial(partial)
-        history.update_run(
-            engine, info.schema, run_id, status=status, finished_at=utcnow(), backup_file=None,
-            manifest_file=None, partial_file=None, error=f"{error}; no row was deleted",
-        )
-        return
-    fmt = None
-    if info.dialect == "sqlite":
-        fmt = SqliteTsFormat()  # the form is recorded in the manifest for restore
-        try:
-            with engine.connect() as c:
-                fmt = detect_sqlite_format(c.connection.driver_connection, quote(engine, info.name),
-                                           quote(engine, info.timestamp_column), full=False)
-        except RetentionError:
-            pass
-    fields = build_manifest(
-        info=info, run_id=run_id, cutoff=as_utc(row["cutoff"]), min_ts=row.get("min_ts"),
-        max_ts=row.get("max_ts"), gzip_level=settings.gzip_level, deflate=None, sqlite_format=fmt,
-        database=settings.database_url_masked,
-    )
-    try:
-        assert final is not None and partial is not None
-        final, manifest, scan = finish_backup(
-            partial=partial, final=final, committed_bytes=int(row["committed_bytes"]), expected_rows=rows,
-            expected_sha256=None, manifest_fields=fields,
-        )
-    except (RetentionError, OSError, AssertionError) as exc:
-        problem = exc.one_line() if isinstance(exc, RetentionError) else _describe(exc)
-        log.error("run %s: %d deleted rows' backup needs attention: %s", run_id, rows, problem)
-        history.update_run(engine, info.schema, run_id, status=status, finished_at=utcnow(),
-                           error=f"{error}; backup of {rows} deleted rows needs attention: {problem}")
-        return
-    history.update_run(
-        engine, info.schema, run_id, status=status, finished_at=utcnow(), rows_archived=rows, rows_deleted=rows,
-        sha256=scan.sha256, backup_bytes=scan.size_bytes, backup_file=str(final), manifest_file=str(manifest),
-        partial_file=None, error=f"{error}; the backup of the {rows} rows it deleted was completed and verified",
-    )
-    log.info("run %s: backup %s of %d deleted rows completed and verified", run_id, final.name, rows)
-
-
-def _notify(settings: Settings, engine: Engine, schema: str | None, result: RunResult,
-            recovered: list[RunResult]) -> RunResult:
-    outcome = notify_run(settings, result, recovered=recovered)
-    try:
-        history.update_run(engine, schema, result.run_id, notification=outcome.status,
-                           notification_detail=outcome.detail)
-    except Exception as exc:  # recording the outcome must not turn a cleanup into a failure
-        log.error("could not record the notification outcome of run %s: %s", result.run_id, _describe(exc))
-    return _replace(result, notification=outcome.status, notification_detail=outcome.detail)
-
-
-# ---------------------------------------------------------------------------
-
-
-def _result(
-    run_id: str, status: str, info: TableInfo, cutoff: datetime, trigger: str, started: datetime, t0: float,
-    *, rows: int = 0, backup: str | None = None, manifest: str | None = None, sha256: str | None = None,
-    backup_bytes: int | None = None, finished: datetime | None = None, error: str | None = None,
-    rows_matched: int | None = None, notification: str = "pending",
-) -> RunResult:
-    return RunResult(
-        run_id=run_id, status=status, table=info.display_name, cutoff=cutoff, rows_archived=rows,
-        rows_deleted=rows, backup_file=backup, manifest_file=manifest, sha256=sha256, notification=notification,
-        duration_s=round(time.monotonic() - t0, 3), trigger=trigger, started_at=started,
-        finished_at=finished or utcnow(), error=error, backup_bytes=backup_bytes,
-        rows_matched=rows if rows_matched is None else rows_matched,
-    )
-
-
-def _row_values(r: RunResult) -> dict[str, Any]:
-    return dict(
-        run_id=r.run_id, table_name=r.table, trigger=r.trigger, status=r.status, started_at=r.started_at,
-        finished_at=r.finished_at, cutoff=r.cutoff, rows_archived=r.rows_archived, rows_deleted=r.rows_deleted,
-        backup_file=r.backup_file, manifest_file=r.manifest_file, sha256=r.sha256, notification=r.notification,
-        error=r.error, pid=_pid(),
-    )
-
-
-def _replace(r: RunResult, **changes: Any) -> RunResult:
-    import dataclasses
-
-    return dataclasses.replace(r, **changes)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return as_utc(value).isoformat() if value else None
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
-
-
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(getattr(exc, "orig", None) or exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-
-
-def list_history(settings: Settings, *, limit: int = 100) -> list[RunResult]:
-    """Past runs of the table, newest first.
-
-    A run still marked 'running' while nobody holds the cleanup lock died: it is
-    recovered here (lock taken, backup completed, row marked interrupted), so the
-    history never shows a dead run as running. Raises DatabaseUnavailable, BadSetting.
-    """
-    engine = check_connection(settings)
-    schema = settings.table_parts[0]
-    history.ensure_history(engine, schema)
-    rows = history.list_runs(engine, schema, settings.table, limit=limit)
-    if any(r["status"] == "running" for r in rows):
-        conn = LockedConnection(settings, engine)
-        try:
-            conn.lock()
-            recover_interrupted(settings, engine=engine)
-            rows = history.list_runs(engine, schema, settings.table, limit=limit)
-        except LockHeld:
-            pass  # a cleanup really is running
-        finally:
-            conn.close()
-    return [history.row_to_result(r) for r in rows]
-
-
-def get_run_result(settings: Settings, run_id: str) -> RunResult | None:
-    """One run by id (as ``run --json`` prints it), or None. Read-only."""
-    engine = check_connection(settings)
-    row = history.get_run(engine, settings.table_parts[0], run_id)
-    return history.row_to_result(row) if row else None

@@ -17,7 +17,7 @@ import logging
 import sys
 from typing import Any, Sequence
 
-from . import backups, cleanup, demo, notify
+from . import backup, cleanup, demo, notify
 from .config import SPECS, Settings, load_settings
 from .errors import CleanupFailed, RetentionError
 from .models import RunResult, RunStatus, to_jsonable
@@ -117,21 +117,21 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_backups(args: argparse.Namespace, settings: Settings) -> None:
-    items = backups.list_backups(settings)
+    items = backup.list_backups(settings)
     lines = [f"{b.file}\n    {count(b.rows)} rows of {b.table}, cutoff {timestamp(b.cutoff)}, created "
              f"{timestamp(b.created_at)}, {human_bytes(b.size_bytes)}, sha256 {b.sha256}" for b in items]
     _print(args, {"backups": items}, "\n".join(lines) or f"no backups in {settings.backup_dir}")
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> None:
-    v = backups.verify_backup(settings, args.file)
+    v = backup.verify_backup(settings, args.file)
     _print(args, v, f"OK: {v.file}: {count(v.rows)} rows, sha256 {v.sha256}" if v.ok else "")
     if not v.ok:
         raise RetentionError(f"{v.file} does not verify: {v.problem}")
 
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> None:
-    r = backups.restore_backup(settings, args.file)
+    r = backup.restore_backup(settings, args.file)
     _print(args, r, f"restored {count(r.rows_restored)} rows into {r.table}; {count(r.rows_skipped)} already present")
 
 

@@ -51,7 +51,6 @@ class TableInfo:
     columns: tuple[ColumnInfo, ...]
     primary_key: str
     timestamp_column: str
-    ts_has_timezone: bool
     ts_indexed: bool
 
     @property
@@ -170,7 +169,6 @@ def describe_table(settings: Settings, engine: Engine | None = None) -> TableInf
         columns=columns,
         primary_key=pk[0],
         timestamp_column=ts,
-        ts_has_timezone=bool(getattr(ts_type, "timezone", False)),
         ts_indexed=indexed,
     )
 

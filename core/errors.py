@@ -1,15 +1,25 @@
-"""The one error hierarchy of the core.
+"""The one error hierarchy of the core, and the one place foreign errors are translated.
 
 Every front end (CLI, dashboard, HTTP trigger) catches :class:`RetentionError` at its
 edge and turns it into an exit code, an ``st.error`` or an HTTP status. Anything else
 that escapes is a bug and may show its traceback.
+
+Driver and file-system errors (SQLAlchemy, psycopg2, sqlite3, OSError) are translated
+into :class:`DatabaseError` / :class:`StorageError` by :func:`map_exceptions`, from the
+table :data:`FOREIGN_ERRORS`, so the rest of the core catches only its own vocabulary.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.exc import SQLAlchemyError
+
 
 class RetentionError(Exception):
-    """Base of every expected failure. ``exit_code`` follows SPEC.md."""
+    """Base of every expected failure. ``exit_code``: 1 failed, 2 usage/configuration, 3 locked."""
 
     exit_code = 1
 
@@ -57,12 +67,49 @@ class CleanupFailed(RetentionError):
         super().__init__(message)
 
 
+class DatabaseError(RetentionError):
+    """A database statement failed (translated from the driver's error by :func:`map_exceptions`)."""
+
+
+class StorageError(RetentionError):
+    """Reading or writing a file failed: disk full, permissions, a vanished folder."""
+
+
+class BackupWriteError(RetentionError):
+    """A gzip member did not read back as the batch's records; nothing of it was made durable."""
+
+
+class BackupReadError(RetentionError, ValueError):
+    """A backup file does not read back: not gzip, cut short, not UTF-8, or a CSV record cut off.
+
+    Also a ValueError, as the parsers of the standard library raise."""
+
+
+class BatchError(RetentionError):
+    """A batch stopped and was rolled back (its counts disagreed, or its journal row changed)."""
+
+
+class BatchConflict(BatchError):
+    """A batch met a concurrent change; it was rolled back and may be retried."""
+
+
 class BackupMismatch(RetentionError):
-    """A backup file does not match its manifest."""
+    """A backup file does not match its manifest (or the journal of the run that wrote it)."""
 
     def __init__(self, path: str, what: str, expected: object, actual: object) -> None:
         self.path, self.what, self.expected, self.actual = path, what, expected, actual
         super().__init__(f"{path}: {what} is {actual}, manifest says {expected}")
+
+    @property
+    def problem(self) -> str:
+        """What is wrong, without the path (``verify`` shows it beside the file)."""
+        if self.what == "the file":
+            return str(self.actual)
+        if self.what == "sha256":
+            return "sha256 differs from the manifest"
+        if self.what == "row count":
+            return f"{self.actual} rows in the file, manifest says {self.expected}"
+        return f"{self.what} is {self.actual}, expected {self.expected}"
 
 
 class BackupNotFound(RetentionError):
@@ -77,3 +124,48 @@ class BackupNotFound(RetentionError):
 
 class RestoreError(RetentionError):
     """A restore was refused or failed; the table is unchanged."""
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    try:
+        import psycopg2
+    except ImportError:  # a SQLite-only install
+        return (sqlite3.Error,)
+    return (sqlite3.Error, psycopg2.Error)
+
+
+# Foreign class -> own class, first match wins. The one table of its kind in the core.
+FOREIGN_ERRORS: tuple[tuple[tuple[type[BaseException], ...], type[RetentionError]], ...] = (
+    ((SQLAlchemyError, *_driver_errors()), DatabaseError),
+    ((OSError,), StorageError),
+)
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` on one line (the driver's own message for SQLAlchemy errors)."""
+    text = " ".join(str(getattr(exc, "orig", None) or exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def translate(exc: BaseException) -> RetentionError | None:
+    """The own error for a foreign one (message: :func:`describe`), or None if it is not in the table."""
+    if isinstance(exc, RetentionError):
+        return exc
+    for foreign, own in FOREIGN_ERRORS:
+        if isinstance(exc, foreign):
+            return own(describe(exc))
+    return None
+
+
+@contextmanager
+def map_exceptions() -> Iterator[None]:
+    """Re-raise the foreign errors of :data:`FOREIGN_ERRORS` as the project's own (``from`` the original)."""
+    try:
+        yield
+    except RetentionError:
+        raise
+    except Exception as exc:
+        own = translate(exc)
+        if own is None:
+            raise
+        raise own from exc

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from .config import Settings
-from .db import TableInfo, check_connection, describe_table, index_warning, quote
+from .db import TableInfo, check_connection, describe_table, index_warning, qualified, quote
 from .models import BucketCount, DayCount, Preview, Stats, utcnow
 from .timefmt import as_utc, detect_sqlite_format, parse_db_timestamp, resolve_cutoff, sqlite_cutoff
 
@@ -24,8 +24,7 @@ class _Q:
 
     def __init__(self, engine: Engine, conn: Connection, info: TableInfo, *, full_check: bool = False) -> None:
         self.info = info
-        self.table = (f"{quote(engine, info.schema)}.{quote(engine, info.name)}" if info.schema
-                      else quote(engine, info.name))
+        self.table = qualified(engine, info.schema, info.name)
         self.ts = quote(engine, info.timestamp_column)
         self.pk = quote(engine, info.primary_key)
         self.fmt = None
@@ -125,23 +124,16 @@ def stats(settings: Settings, *, now: datetime | None = None, engine: Engine | N
     now = as_utc(now or utcnow())
     with engine.connect() as conn:
         q = _Q(engine, conn, info)
-        parts, params = [], {}
-        for i, (lo, _hi, _label) in enumerate(BUCKETS):
-            if lo:
-                params[f"b{i}"] = q.bound(now - timedelta(days=lo))
-        # one scan: each row counted in the bucket its age falls into
+        # one scan: each row counted in the bucket its age falls into; :b<i> is bucket i's lower age bound
+        params = {f"b{i}": q.bound(now - timedelta(days=lo)) for i, (lo, _hi, _label) in enumerate(BUCKETS) if lo}
+        starts = {lo: i for i, (lo, _hi, _label) in enumerate(BUCKETS)}
         exprs = []
         for i, (lo, hi, _label) in enumerate(BUCKETS):
-            cond = []
-            if lo:
-                cond.append(f"{q.ts} < :b{i}")
-            if hi is not None:
-                cond.append(f"{q.ts} >= :b{BUCKETS.index(next(b for b in BUCKETS if b[0] == hi))}")
+            cond = ([f"{q.ts} < :b{i}"] if lo else []) + ([f"{q.ts} >= :b{starts[hi]}"] if hi is not None else [])
             exprs.append(f"count(*) FILTER (WHERE {' AND '.join(cond) or 'true'})" if info.dialect == "postgresql"
                          else f"sum(CASE WHEN {' AND '.join(cond) or '1'} THEN 1 ELSE 0 END)")
-        parts = exprs
         row = conn.execute(
-            text(f"SELECT count(*), min({q.ts}), max({q.ts}), {', '.join(parts)} FROM {q.table}"), params
+            text(f"SELECT count(*), min({q.ts}), max({q.ts}), {', '.join(exprs)} FROM {q.table}"), params
         ).one()
         total, lo_ts, hi_ts, *counts = row
         if info.dialect == "postgresql":

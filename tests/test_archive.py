@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from core import deflate
-from core.archive import MemberWriter, RecordCounter, scan_file
-from core.errors import CleanupFailed
+from core.backup import deflate
+from core.backup.scan import RecordCounter, scan_file
+from core.backup.writer import MemberWriter
+from core.errors import BackupWriteError
 
 
 def _random_csv(rnd: random.Random, rows: int) -> bytes:
@@ -84,7 +85,7 @@ def test_commit_member_refuses_a_wrong_count_and_rollback_restores_the_file(code
     writer.member_committed()
     writer.begin()
     writer.write(b"3,d\n4,e\n")
-    with pytest.raises(CleanupFailed, match="reads back as 2 CSV records, not 3"):
+    with pytest.raises(BackupWriteError, match="reads back as 2 CSV records, not 3"):
         writer.commit_member(3)
     writer.rollback_member()
     writer.close()

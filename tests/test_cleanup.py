@@ -11,8 +11,8 @@ from sqlalchemy import JSON, BigInteger, Column, DateTime, Integer, MetaData, Ta
 from sqlalchemy.dialects.postgresql import JSONB
 
 from core import list_backups, list_history, restore_backup, run_cleanup, verify_backup
+from core.backup.deflate import codec_for
 from core.db import get_engine
-from core.deflate import codec_for
 from core.demo import demo_data
 from core.timefmt import parse_db_timestamp
 from tests.support.databases import table_snapshot
@@ -189,7 +189,7 @@ def test_rows_written_during_a_run_are_never_lost(demo_settings):
     table = table_snapshot(demo_settings)
     archived = {}
     for b in list_backups(demo_settings):
-        from core.csvfile import iter_records
+        from core.backup.csvfile import iter_records
 
         it = iter_records(b.file)
         header = next(it)

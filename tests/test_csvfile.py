@@ -1,4 +1,4 @@
-"""core.csvfile: the backup's CSV in PostgreSQL COPY's conventions, written and read back."""
+"""core.backup.csvfile: the backup's CSV in PostgreSQL COPY's conventions, written and read back."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.csvfile import header_line, iter_records, make_row_encoder, make_rows_encoder, parse_record
+from core.backup.csvfile import header_line, iter_records, make_row_encoder, make_rows_encoder, parse_record
 
 # Values that CSV gets wrong easily; every one must come back exactly.
 HARD_VALUES = [

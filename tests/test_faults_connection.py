@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-import core.purge
+import core.batches
 from core import run_cleanup, verify_backup
 from core.demo import demo_data
 from tests.support.databases import RETENTION_DAYS, history_rows, make_settings, pg_admin, table_snapshot
@@ -109,7 +109,7 @@ def test_a_batch_failing_before_its_member_began_keeps_the_committed_ones(tmp_pa
     s = make_settings(f"sqlite:///{tmp_path / 'm.db'}", tmp_path / "backups")
     demo_data(s, rows=600, days=90, seed=12)
     original = set(table_snapshot(s))
-    real_one, calls = core.purge._one, {"n": 0}
+    real_one, calls = core.batches._one, {"n": 0}
 
     def failing_one(conn, sql, args):
         calls["n"] += 1
@@ -117,9 +117,9 @@ def test_a_batch_failing_before_its_member_began_keeps_the_committed_ones(tmp_pa
             raise sqlite3.OperationalError("disk I/O error")
         return real_one(conn, sql, args)
 
-    monkeypatch.setattr(core.purge, "_one", failing_one)
+    monkeypatch.setattr(core.batches, "_one", failing_one)
     r = run_cleanup(s, notify=False, batch_size=50)
-    monkeypatch.setattr(core.purge, "_one", real_one)
+    monkeypatch.setattr(core.batches, "_one", real_one)
     assert r.status == "failed" and r.rows_deleted == 100, (r.status, r.rows_deleted, r.error)
     assert "completed and verified" in r.error, r.error
     assert verify_backup(s, r.backup_file).ok and len(backup_keys(r.backup_file)) == 100

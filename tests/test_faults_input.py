@@ -31,9 +31,9 @@ from core import (
     run_cleanup,
     verify_backup,
 )
+from core.backup.csvfile import iter_records
 from core.cli import main as cli_main
 from core.config import load_settings
-from core.csvfile import iter_records
 from core.db import get_engine
 from core.demo import demo_data
 from tests.support.databases import TABLE, history_rows, make_settings, table_snapshot

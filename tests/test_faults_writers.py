@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from core import list_backups, run_cleanup
-from core.csvfile import iter_records
+from core.backup.csvfile import iter_records
 from core.db import get_engine
 from core.demo import demo_data
 from tests.support.databases import TABLE, kind_of, table_snapshot

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from core import run_cleanup
-from core.archive import MemberWriter
+from core.backup.writer import MemberWriter
 from core.config import load_settings
 from core.db import LockedConnection, get_engine
 from core.demo import demo_data

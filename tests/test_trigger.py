@@ -33,9 +33,11 @@ import core
 from core.config import ENV_NAMES, SECRET_FIELDS, Settings, load_settings
 from core.db import SqliteFileLock, lock_key, pg_try_lock
 from core.demo import demo_data
+from core.models import Trigger
+from core.runs import TrackedRun
 from tests.support import ROOT
 from tests.support.processes import launch_console
-from web.trigger import StartedRun, _started_run_json, bearer_token, token_matches
+from web.trigger import bearer_token, token_matches
 
 TOKEN = "trigger-test-" + uuid.uuid4().hex
 SPEC_RUN_KEYS = {"run_id", "status", "cutoff", "rows_archived", "rows_deleted", "backup_file", "manifest_file",
@@ -341,10 +343,10 @@ def test_bearer_token_is_read_from_the_authorization_header_only():
 
 
 def test_a_started_run_that_crashed_reports_failed_with_its_reason():
-    run = StartedRun()
-    assert _started_run_json("r1", run)["status"] == "running"
+    run = TrackedRun(run_id="r1", trigger=Trigger.HTTP)
+    assert run.to_json()["status"] == "running"
     run.finish(core.CleanupFailed("the disk is full"))
-    assert _started_run_json("r1", run) == {"run_id": "r1", "status": "failed", "trigger": "http",
+    assert run.to_json() == {"run_id": "r1", "status": "failed", "trigger": "http",
                                             "started_at": run.started_at.isoformat(),
                                             "error": "the disk is full"}
 

@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from core import RetentionError, resolve_backup
-from core.backups import iter_spreadsheet_safe
+from core.backup import iter_spreadsheet_safe
 from web import guard
 
 ROUTE = "/backup-download"

@@ -1,89 +1,82 @@
-"""Cleanups started from the dashboard run in a worker thread, not in the page script.
+"""Cleanups started from the dashboard: a thin Streamlit-facing wrapper over :mod:`core.runs`.
 
 A Streamlit script is interrupted whenever the user clicks elsewhere; a cleanup
-must not be. The page starts a :class:`CleanupJob`, keeps it in session state and
-polls it to draw the progress bar; if the user leaves, the run goes on (holding
-the cleanup lock, so other starts are refused) and the page picks it up again.
+must not be. The page starts a job (``core.runs.start_cleanup``: the run goes on in a
+worker thread), keeps it in session state and polls it to draw the progress bar; if
+the user leaves, the run goes on (holding the cleanup lock, so other starts are
+refused) and the page picks it up again.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
-from core import RetentionError, Settings, run_cleanup
-from core.models import RunResult
-
-log = logging.getLogger(__name__)
-
-_JOBS: dict[str, CleanupJob] = {}
-_JOBS_LOCK = threading.Lock()
+from core import RetentionError, Settings
+from core.models import RunResult, Trigger
+from core.runs import TrackedRun, registry, start_cleanup
 
 
 @dataclass
 class CleanupJob:
-    """One cleanup started from the dashboard; fields are written by the worker only."""
+    """One dashboard cleanup: the core's tracker plus what the page remembers about it."""
 
-    run_id: str
-    cutoff: datetime
-    dry_run: bool
-    rows_expected: int
-    rows_done: int = 0
-    rows_total: int = 0
-    result: RunResult | None = None
-    error: str | None = None  # RetentionError.one_line(), or a crash's type and message
+    run: TrackedRun
     caches_cleared: bool = False
-    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    @property
+    def dry_run(self) -> bool:
+        return self.run.dry_run
 
     @property
     def running(self) -> bool:
-        return not self.done.is_set()
+        return self.run.running
+
+    @property
+    def done(self) -> threading.Event:
+        return self.run.done
 
     @property
     def fraction(self) -> float:
-        total = self.rows_total or self.rows_expected
-        return min(1.0, self.rows_done / total) if total else 0.0
+        return self.run.fraction
 
-    def progress(self, rows_done: int, rows_total: int) -> None:
-        """The core's progress callback: called in the worker after each batch."""
-        self.rows_done, self.rows_total = rows_done, rows_total
+    @property
+    def rows_done(self) -> int:
+        return self.run.rows_done
+
+    @property
+    def rows_total(self) -> int:
+        return self.run.rows_total
+
+    @property
+    def result(self) -> RunResult | None:
+        return self.run.result
+
+    @property
+    def error(self) -> str | None:
+        return self.run.error
 
 
 def start(settings: Settings, *, cutoff: datetime, dry_run: bool, rows_expected: int) -> CleanupJob:
-    """Start ``run_cleanup`` with exactly this cutoff in a worker thread; return at once.
+    """Start a cleanup with exactly this cutoff in a worker thread; return at once.
 
-    The lock is taken in the worker: a LockHeld shows up as the job's ``error``
-    (nothing changed), like any RetentionError.
+    A refusal (LockHeld: another cleanup runs; nothing changed) becomes the job's
+    ``error``, like any RetentionError of the run itself.
     """
-    job = CleanupJob(run_id=str(uuid.uuid4()), cutoff=cutoff, dry_run=dry_run, rows_expected=rows_expected)
-
-    def work() -> None:
-        try:
-            job.result = run_cleanup(
-                settings, cutoff=cutoff, dry_run=dry_run, trigger="dashboard", progress=job.progress,
-                run_id=job.run_id,
-            )
-        except RetentionError as exc:
-            job.error = exc.one_line()
-        except Exception as exc:  # a bug: logged with its traceback, shown by type and message
-            log.exception("dashboard cleanup %s crashed", job.run_id)
-            job.error = f"unexpected error ({type(exc).__name__}); see the server log"
-        finally:
-            job.done.set()
-
-    with _JOBS_LOCK:
-        _JOBS[job.run_id] = job
-    threading.Thread(target=work, name=f"dashboard-cleanup-{job.run_id[:8]}", daemon=True).start()
-    return job
+    try:
+        tracked = start_cleanup(settings, trigger=Trigger.DASHBOARD, cutoff=cutoff, dry_run=dry_run,
+                                rows_expected=rows_expected)
+    except RetentionError as exc:
+        tracked = TrackedRun(run_id="not-started", trigger=Trigger.DASHBOARD, cutoff=cutoff, dry_run=dry_run)
+        tracked.finish(exc)
+    return CleanupJob(tracked)
 
 
 def running_jobs() -> list[CleanupJob]:
     """Dashboard cleanups of this process still running (from any browser session)."""
-    with _JOBS_LOCK:
-        finished = [k for k, j in _JOBS.items() if not j.running]
-        for k in finished:
-            del _JOBS[k]
-        return list(_JOBS.values())
+    return [CleanupJob(run) for run in registry.running(Trigger.DASHBOARD)]

@@ -1,6 +1,6 @@
-"""The HTTP trigger: thin Starlette handlers over ``core.start_cleanup`` and ``core.get_run_result``.
+"""The HTTP trigger: thin Starlette handlers over ``core.runs.start_cleanup`` and ``core.get_run_result``.
 
-Served by the dashboard's own process (see ``server.py``). SPEC.md, "HTTP trigger":
+Served by the dashboard's own process (see ``server.py``). The interface:
 
 - ``POST|GET /run-cleanup`` with ``Authorization: Bearer <CLEANUP_TRIGGER_TOKEN>`` → 202
   ``{"run_id", "status": "started"}``; 409 while a cleanup of the table runs anywhere
@@ -18,10 +18,6 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -29,7 +25,8 @@ from starlette.responses import JSONResponse
 
 import core
 from core.config import load_dashboard_settings
-from core.models import RunResult, to_jsonable, utcnow
+from core.models import Trigger, to_jsonable
+from core.runs import registry, start_cleanup
 from web import guard
 
 log = logging.getLogger(__name__)
@@ -37,52 +34,6 @@ log = logging.getLogger(__name__)
 # Run ids are uuid4 strings; anything else cannot be a run and is answered 404 without a query.
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _NO_STORE = {"Cache-Control": "no-store"}
-
-
-# ---------------------------------------------------------------------------
-# Runs started by this process
-
-
-@dataclass
-class StartedRun:
-    """A run this process started; ``outcome`` is set by the background thread when it ends."""
-
-    started_at: datetime = field(default_factory=utcnow)
-    outcome: RunResult | BaseException | None = None
-
-    def finish(self, outcome: RunResult | BaseException) -> None:
-        """``on_done`` of ``core.start_cleanup`` (a crash is logged by the core itself)."""
-        self.outcome = outcome
-        if isinstance(outcome, RunResult):
-            log.info("HTTP-triggered run %s finished: %s, %d rows deleted, Slack %s", outcome.run_id,
-                     outcome.status, outcome.rows_deleted, outcome.notification)
-
-
-class RunRegistry:
-    """The last ``limit`` runs started over HTTP by this process (thread-safe).
-
-    The history table is the record; this answers for our own runs while they run
-    (before their history row exists, and without a query per poll) and keeps each
-    finished run's RunResult exactly as the core returned it.
-    """
-
-    def __init__(self, limit: int = 200) -> None:
-        self._runs: OrderedDict[str, StartedRun] = OrderedDict()
-        self._lock = threading.Lock()
-        self.limit = limit
-
-    def add(self, run_id: str, run: StartedRun) -> None:
-        with self._lock:
-            self._runs[run_id] = run
-            while len(self._runs) > self.limit:
-                self._runs.popitem(last=False)
-
-    def get(self, run_id: str) -> StartedRun | None:
-        with self._lock:
-            return self._runs.get(run_id)
-
-
-registry = RunRegistry()
 
 
 # ---------------------------------------------------------------------------
@@ -114,20 +65,20 @@ def _json(status: int, payload: dict[str, Any], headers: dict[str, str] | None =
     return JSONResponse(payload, status_code=status, headers={**_NO_STORE, **(headers or {})})
 
 
-def _guard(request: Request) -> tuple[core.Settings | None, JSONResponse | None]:
+def _guard(request: Request) -> core.Settings | JSONResponse:
     """Settings of an authenticated request, or the response refusing it (500/404/401)."""
     try:
         settings = current_settings()
     except core.BadSetting as exc:
         # Not authenticated yet (we cannot read the token): details go to the log only.
         log.error("HTTP trigger refused a request: bad configuration: %s", exc.one_line())
-        return None, _json(500, {"error": "the server's configuration is invalid; see its log"})
+        return _json(500, {"error": "the server's configuration is invalid; see its log"})
     if not settings.cleanup_trigger_token:
-        return None, _json(404, {"error": "the HTTP trigger is disabled (CLEANUP_TRIGGER_TOKEN is not set)"})
+        return _json(404, {"error": "the HTTP trigger is disabled (CLEANUP_TRIGGER_TOKEN is not set)"})
     client = _client(request)
     wait = guard.limiter.retry_after(client)
     if wait:  # before the comparison: a locked-out client learns nothing from its guess
-        return None, _too_many(wait)
+        return _too_many(wait)
     given = bearer_token(request)
     if not token_matches(given, settings.cleanup_trigger_token):
         hint = ("; send the token in the Authorization header, never in the URL"
@@ -137,11 +88,11 @@ def _guard(request: Request) -> tuple[core.Settings | None, JSONResponse | None]
         # Only a compared guess counts: a request without a bearer token cannot guess it.
         wait = guard.limiter.failure(client, "HTTP trigger token") if given is not None else 0.0
         if wait:
-            return None, _too_many(wait)
-        return None, _json(401, {"error": "missing or wrong bearer token" + hint},
+            return _too_many(wait)
+        return _json(401, {"error": "missing or wrong bearer token" + hint},
                            {"WWW-Authenticate": 'Bearer realm="log-retention"'})
     guard.limiter.success(client)
-    return settings, None
+    return settings
 
 
 def _too_many(wait_s: float) -> JSONResponse:
@@ -177,17 +128,14 @@ def run_cleanup(request: Request) -> JSONResponse:
     """Start a cleanup in the background (trigger ``http``); answer at once."""
     if request.method == "HEAD":  # Starlette adds HEAD to GET routes; it must not delete anything
         return _json(405, {"error": "use POST (or GET)"}, {"Allow": "GET, POST"})
-    settings, refused = _guard(request)
-    if refused:
-        return refused
-    assert settings is not None
-    run = StartedRun()
+    settings = _guard(request)
+    if isinstance(settings, JSONResponse):
+        return settings
     try:
-        run_id = core.start_cleanup(settings, trigger="http", on_done=run.finish)
+        run_id = start_cleanup(settings, trigger=Trigger.HTTP).run_id
     except core.RetentionError as exc:
         log.info("HTTP trigger from %s: not started: %s", _client(request), exc.one_line())
         return _error(exc)
-    registry.add(run_id, run)
     log.info("HTTP trigger from %s: started cleanup run %s", _client(request), run_id)
     return _json(202, {"run_id": run_id, "status": "started", "status_url": f"/runs/{run_id}"},
                  {"Location": f"/runs/{run_id}"})
@@ -199,34 +147,22 @@ def run_status(request: Request) -> JSONResponse:
     Runs started by this process are answered from the registry (they may have no
     history row yet); others, e.g. from the CLI or before a restart, from the history.
     """
-    settings, refused = _guard(request)
-    if refused:
-        return refused
-    assert settings is not None
+    settings = _guard(request)
+    if isinstance(settings, JSONResponse):
+        return settings
     run_id = request.path_params["run_id"]
     if not _RUN_ID.fullmatch(run_id):
         return _json(404, {"error": "no run with this id"})
     mine = registry.get(run_id)
-    if mine is not None and not isinstance(mine.outcome, BaseException):
-        return _json(200, _started_run_json(run_id, mine))  # started here: no query while it runs
+    if mine is not None and mine.error is None:
+        return _json(200, mine.to_json())  # started here: no query while it runs
     try:
         result = core.get_run_result(settings, run_id)
     except core.RetentionError as exc:
         return _error(exc)
     if result is not None:
         return _json(200, to_jsonable(result))
-    if mine is not None:  # crashed before it wrote a history row
-        return _json(200, _started_run_json(run_id, mine))
+    if mine is not None:  # failed before it wrote a history row
+        return _json(200, mine.to_json())
     return _json(404, {"error": "no run with this id"})
 
-
-def _started_run_json(run_id: str, run: StartedRun) -> dict[str, Any]:
-    """A run of this process: its RunResult once done (exactly what run --json prints), else a stub."""
-    outcome = run.outcome
-    if isinstance(outcome, RunResult):
-        return to_jsonable(outcome)
-    stub = {"run_id": run_id, "status": "running", "trigger": "http", "started_at": to_jsonable(run.started_at)}
-    if outcome is not None:  # crashed (the core logged why)
-        message = outcome.one_line() if isinstance(outcome, core.RetentionError) else type(outcome).__name__
-        stub.update(status="failed", error=message)
-    return stub

@@ -24,9 +24,9 @@ from typing import Any
 from sqlalchemy import inspect, text
 
 from core import list_backups, restore_backup, verify_backup
-from core.archive import DATA_SUFFIX, PARTIAL_SUFFIX, manifest_path_for
+from core.backup.csvfile import iter_records
+from core.backup.manifest import DATA_SUFFIX, PARTIAL_SUFFIX, manifest_path_for
 from core.config import Settings
-from core.csvfile import iter_records
 from core.db import get_engine
 from tests.support.databases import TABLE, history_rows, table_fingerprint, table_snapshot
 

@@ -12,7 +12,8 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .archive import iter_decompressed
+from ..errors import BackupReadError
+from .scan import iter_decompressed
 
 
 def csv_text(value: str) -> str:
@@ -110,7 +111,7 @@ def parse_record(line: str) -> list[str | None]:
 def iter_records(path: str | os.PathLike[str]) -> Iterator[list[str | None]]:
     """Stream the CSV records of a backup (header first), NULL as None. Flat memory.
 
-    Raises ValueError for a corrupt, truncated or non-UTF-8 file.
+    Raises BackupReadError (a ValueError) for a corrupt, truncated or non-UTF-8 file.
     """
     pending = ""
     decoder = _utf8_decoder()
@@ -118,7 +119,7 @@ def iter_records(path: str | os.PathLike[str]) -> Iterator[list[str | None]]:
         try:
             text = pending + decoder.decode(chunk)
         except UnicodeDecodeError as exc:
-            raise ValueError(f"not UTF-8 ({exc.reason})") from None
+            raise BackupReadError(f"not UTF-8 ({exc.reason})") from None
         rec_start = pos = quotes = 0
         # A record ends at a newline preceded by an even number of quotes.
         while (nl := text.find("\n", pos)) >= 0:
@@ -129,7 +130,7 @@ def iter_records(path: str | os.PathLike[str]) -> Iterator[list[str | None]]:
                 rec_start, quotes = pos, 0
         pending = text[rec_start:]
     if pending:
-        raise ValueError("the CSV ends inside a record")
+        raise BackupReadError("the CSV ends inside a record")
 
 
 def _utf8_decoder() -> Any:

@@ -39,8 +39,7 @@ class Codec:
 
     def compressobj(self) -> Any:
         """A new compressor for one gzip member (``compress``/``flush``, as zlib's)."""
-        if self.library.startswith("isal"):
-            assert _isal is not None
+        if _isal is not None and self.library.startswith("isal"):
             return _isal.compressobj(self.level, _isal.DEFLATED, GZIP_WBITS)
         return zlib.compressobj(self.level, zlib.DEFLATED, GZIP_WBITS)
 

@@ -1,11 +1,12 @@
-"""One batch = one transaction: copy a key range to the backup, delete it, fsync, journal it, commit.
+"""One batch = one transaction: copy a key range into the backup, read it back, delete it, commit.
 
 The rows written and the rows deleted are the same rows by construction: the
 batch's key range and the cutoff predicate are evaluated in one snapshot
 (PostgreSQL REPEATABLE READ; SQLite BEGIN IMMEDIATE, which excludes writers), and
 the counts of the aggregate, the copy and the DELETE must agree or the batch is
 rolled back. A row inserted or updated after the snapshot is invisible to both the
-copy and the DELETE, so it stays in the table.
+copy and the DELETE, so it stays in the table. The batch's gzip member is read back
+and fsynced, and the run's journal row updated, before the COMMIT (docs/design.md).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .archive import MemberWriter
-from .csvfile import header_line, make_rows_encoder
-from .db import TableInfo
-from .errors import CleanupFailed
+from sqlalchemy.engine import Engine
+
+from .backup.csvfile import header_line, make_rows_encoder
+from .backup.writer import MemberWriter
+from .db import TableInfo, qualified, quote
+from .errors import BatchConflict, BatchError
 from .history import db_time, journal_sql
 from .timefmt import SqliteTsFormat, as_utc, parse_db_timestamp, sqlite_cutoff, sqlite_to_csv
 
@@ -36,10 +39,6 @@ class BatchDone:
     min_ts: datetime | None
     max_ts: datetime | None
     committed_bytes: int
-
-
-class BatchConflict(Exception):
-    """The batch met a concurrent change; it was rolled back and can be retried."""
 
 
 @dataclass
@@ -82,13 +81,13 @@ class Batcher:
     placeholder = "?"  # the DB-API driver's parameter marker
     cutoff_param: Any
 
-    def __init__(self, conn: Any, info: TableInfo, cutoff: datetime, batch_size: int, quote: Any) -> None:
-        self.conn, self.info, self.cutoff, self.batch_size, self.q = conn, info, cutoff, batch_size, quote
-        t = f"{quote(info.schema)}.{quote(info.name)}" if info.schema else quote(info.name)
-        self.table = t
-        self.pk = quote(info.primary_key)
-        self.ts = quote(info.timestamp_column)
-        self.journal_sql = journal_sql(info.dialect, info.schema, quote)
+    def __init__(self, conn: Any, info: TableInfo, *, cutoff: datetime, batch_size: int, engine: Engine) -> None:
+        self.conn, self.info, self.cutoff, self.batch_size = conn, info, cutoff, batch_size
+        self.q = lambda name: quote(engine, name)
+        self.table = qualified(engine, info.schema, info.name)
+        self.pk = self.q(info.primary_key)
+        self.ts = self.q(info.timestamp_column)
+        self.journal_sql = journal_sql(engine, info.schema)
         # The largest old key when the run counted: rows that arrive later, even with
         # old timestamps, wait for the next run instead of keeping this one going.
         self.upper: Any = None
@@ -96,7 +95,8 @@ class Batcher:
     def run_batch(self, writer: MemberWriter, after: Any, journal: Journal) -> BatchDone | None:
         """Archive and delete the next key range after ``after``; None when nothing is left.
 
-        Retries a batch that met a concurrent update. Raises CleanupFailed otherwise;
+        Retries a batch that met a concurrent update. Raises BatchError (BatchConflict after
+        the last retry), BackupWriteError, or the driver's error otherwise;
         the file is cut back unless the COMMIT itself failed (its outcome is then
         unknown, and recovery reads the journal to decide).
         """
@@ -109,7 +109,7 @@ class Batcher:
                 continue
             writer.member_committed()  # committed (or nothing begun): the next batch's failure must not cut it
             return done
-        raise CleanupFailed(f"a batch met concurrent changes {RETRIES} times in a row; stopped safely")
+        raise BatchConflict(f"a batch met concurrent changes {RETRIES} times in a row; stopped safely")
 
     def _where(self, after: Any, hi: Any | None) -> tuple[str, list[Any]]:
         """The batch predicate: older than the cutoff, keys in (after, hi or the run's upper key]."""
@@ -226,18 +226,18 @@ class PostgresBatcher(Batcher):
                     self.reader.rollback()  # read only: ends the snapshot
                 t2 = time.perf_counter()
                 if copied != n:
-                    raise CleanupFailed(f"copied {copied} rows where the snapshot counted {n}; stopped safely")
+                    raise BatchError(f"copied {copied} rows where the snapshot counted {n}; stopped safely")
                 if deleting is not None:
                     deleted = deleting.result()
                 if deleted != n:
-                    raise CleanupFailed(f"DELETE matched {deleted} rows, backup holds {n}; rolled back")
+                    raise BatchError(f"DELETE matched {deleted} rows, backup holds {n}; rolled back")
                 t3 = time.perf_counter()
                 size = writer.commit_member(n + header)  # written, read back, durable: now the DELETE may commit
                 t4 = time.perf_counter()
                 done = BatchDone(n, hi, parse_db_timestamp(lo_ts), parse_db_timestamp(hi_ts), size)
                 cur.execute(self.journal_sql, journal.params("postgresql", size, done))
                 if cur.rowcount != 1:
-                    raise CleanupFailed("the run's history row is no longer 'running'; stopped safely")
+                    raise BatchError("the run's history row is no longer 'running'; stopped safely")
                 committing = True
                 conn.commit()
                 log.debug("batch of %d rows: select %.0f ms, copy %.0f ms, rest of delete %.0f ms, backup sync "
@@ -318,15 +318,15 @@ class SqliteBatcher(Batcher):
                 # lock after ROLLBACK: nobody, not even the failure's history update, could write.
                 cur.close()
             if copied != n:
-                raise CleanupFailed(f"read {copied} rows where the snapshot counted {n}; stopped safely")
+                raise BatchError(f"read {copied} rows where the snapshot counted {n}; stopped safely")
             # as on PostgreSQL: DELETE while the last pieces are compressed, commit after fsync
             deleted = conn.execute(f"DELETE FROM {self.table} WHERE {where}", args).rowcount
             if deleted != n:
-                raise CleanupFailed(f"DELETE matched {deleted} rows, backup holds {n}; rolled back")
+                raise BatchError(f"DELETE matched {deleted} rows, backup holds {n}; rolled back")
             size = writer.commit_member(n + header)
             done = BatchDone(n, hi, parse_db_timestamp(lo_ts), parse_db_timestamp(hi_ts), size)
             if conn.execute(self.journal_sql, journal.params("sqlite", size, done)).rowcount != 1:
-                raise CleanupFailed("the run's history row is no longer 'running'; stopped safely")
+                raise BatchError("the run's history row is no longer 'running'; stopped safely")
             committing = True
             conn.execute("COMMIT")
             return done

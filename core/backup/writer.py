@@ -1,0 +1,210 @@
+"""Writing a backup: gzip members appended to a new file, each read back and fsynced.
+
+Each batch of rows is one complete gzip member, fsynced before the batch's DELETE
+commits. Concatenated members are one valid gzip stream (``zcat``, ``gzip.open``), so
+a file cut back to the end of the last committed batch is always a valid backup:
+that is what crash recovery does with the byte offset the database recorded in the
+same transaction as the DELETE.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ..errors import BackupReadError, BackupWriteError
+from .deflate import DeflateError, codec_for, decompressobj
+from .scan import BUFFER, RecordCounter, Scan
+
+log = logging.getLogger(__name__)
+
+_PENDING = 4  # pieces in flight per pipeline stage: a few MiB whatever the table size
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a rename or create in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class MemberWriter:
+    """Appends gzip members to a new file; never opens an existing one.
+
+    ``begin()`` … ``write()`` … ``commit_member()`` makes one durable member and
+    returns the file length; ``rollback_member()`` cuts the file back to where the
+    member began (used when the batch's transaction does not commit).
+
+    Pieces of 1 MiB are compressed in a second thread (ISA-L or zlib, see
+    :mod:`core.backup.deflate`), and a third thread decompresses every compressed piece
+    again and counts its CSV records (both release the GIL, so this overlaps with reading
+    rows). ``commit_member`` waits for both: a member is written, read back, holds
+    exactly the batch's records, and is fsynced before the batch's DELETE can commit.
+    Raises OSError (disk full, …) from the file system.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], level: int) -> None:
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        fsync_dir(self.path.parent)
+        self.level = level
+        self.codec = codec_for(level)
+        self.size = 0
+        self.sha = hashlib.sha256()
+        self._z: Any = None
+        self._buf: list[bytes] = []
+        self._buflen = 0
+        self._mark: tuple[int, Any, int] | None = None  # (size, sha, records) where the member began
+        self._records = 0  # CSV records (header included) of the committed members
+        self._check = _MemberCheck()
+        self._zpool = ThreadPoolExecutor(1, thread_name_prefix="backup-gzip")
+        self._vpool = ThreadPoolExecutor(1, thread_name_prefix="backup-verify")
+        self._zq: deque[Future[bytes]] = deque()  # pieces compressed and written, in file order
+        self._vq: deque[Future[None]] = deque()  # read-back checks of written pieces
+
+    def begin(self) -> None:
+        self._mark = (self.size, self.sha.copy(), self._records)
+        self._z = self.codec.compressobj()
+        self._check = _MemberCheck()
+
+    def write(self, data: bytes) -> None:
+        """Buffer CSV bytes (psycopg2 calls this once per row: keep it short)."""
+        self._buf.append(data)
+        self._buflen += len(data)
+        if self._buflen >= BUFFER:
+            self._compress()
+
+    def write_text(self, text: str) -> None:
+        self.write(text.encode("utf-8"))
+
+    def _compress(self, final: bool = False) -> None:
+        chunk = b"".join(self._buf)
+        self._buf.clear()
+        self._buflen = 0
+        if chunk or final:
+            self._zq.append(self._zpool.submit(self._pack, self._z, chunk, final))
+        self._drain(0 if final else _PENDING)
+
+    def _pack(self, z: Any, chunk: bytes, final: bool) -> bytes:
+        """In the compressing thread, one piece at a time and in order: compress, append to the file."""
+        data = z.compress(chunk)
+        if final:
+            data += z.flush()
+        if data:
+            self._out(data)
+        return data
+
+    def _drain(self, keep: int) -> None:
+        """Hand written pieces to the checker in file order; at most ``keep`` in flight per stage."""
+        while self._zq and (len(self._zq) > keep or self._zq[0].done()):
+            data = self._zq.popleft().result()
+            if data:
+                self._vq.append(self._vpool.submit(self._check.feed, data))
+        while self._vq and (len(self._vq) > keep or self._vq[0].done()):
+            self._vq.popleft().result()
+
+    def _out(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self.sha.update(data)
+        self.size += len(data)
+
+    def commit_member(self, records: int) -> int:
+        """Finish the member, check that it reads back as ``records`` CSV records, fsync.
+
+        ``records`` counts the header line if this member holds it. Returns the durable
+        file length. Raises BackupWriteError (nothing is fsynced) when the member does not
+        decompress or holds another number of records.
+        """
+        self._compress(final=True)
+        try:
+            found = self._check.finish()
+        except BackupReadError as exc:
+            raise BackupWriteError(f"the backup does not read back ({exc}); batch rolled back") from None
+        if found != records:
+            raise BackupWriteError(
+                f"the backup reads back as {found} CSV records, not {records}; batch rolled back")
+        self._z = None
+        os.fsync(self._fd)
+        self._records += records
+        return self.size  # the mark stays: the batch's transaction may still roll back
+
+    def verified(self) -> Scan:
+        """What the committed members were checked to hold: this file's sha256, length and rows.
+
+        Hand it to :func:`scan_file` (``known=``) to skip decompressing the file again.
+        """
+        return Scan(self.sha.hexdigest(), max(self._records - 1, 0), self.size, True)
+
+    def _settle(self) -> None:
+        """Wait for work in flight, dropping its results and errors."""
+        for q in (self._zq, self._vq):
+            while q:
+                q.popleft().exception()
+
+    def rollback_member(self) -> None:
+        """Forget the current member, committed or not: truncate back to where it began.
+
+        Called when the batch's transaction does not commit, also after commit_member()
+        (a failed journal update), so that a retried batch cannot leave its rows twice.
+        """
+        if self._mark is None:
+            return
+        self._settle()
+        self.size, self.sha, self._records = self._mark
+        os.ftruncate(self._fd, self.size)
+        os.lseek(self._fd, self.size, os.SEEK_SET)
+        os.fsync(self._fd)
+        self._buf.clear()
+        self._buflen = 0
+        self._z = None
+        self._check = _MemberCheck()
+        self._mark = None
+
+    def member_committed(self) -> None:
+        """The batch's transaction committed: its member is final, and no later rollback may cut it
+        (a failure before the next ``begin()`` would otherwise truncate rows the database deleted)."""
+        self._mark = None
+
+    def close(self) -> None:
+        self._settle()
+        self._zpool.shutdown()
+        self._vpool.shutdown()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class _MemberCheck:
+    """Decompresses one member's pieces as they are written and counts its CSV records."""
+
+    def __init__(self) -> None:
+        self._d = decompressobj()
+        self._counter = RecordCounter()
+
+    def feed(self, data: bytes) -> None:
+        if self._d.eof:
+            raise BackupReadError("data after the end of the gzip member")
+        try:
+            text = self._d.decompress(data)
+        except DeflateError as exc:
+            raise BackupReadError(f"not a valid gzip stream: {exc}") from None
+        if self._d.unused_data:
+            raise BackupReadError("data after the end of the gzip member")
+        self._counter.feed(text)
+
+    def finish(self) -> int:
+        if not self._d.eof:
+            raise BackupReadError("the gzip member is cut short")
+        if self._counter.in_quotes:
+            raise BackupReadError("the CSV ends inside a quoted field")
+        return self._counter.records
