@@ -4,7 +4,7 @@
 
 ``streamlit run`` finds ``app`` below (an ``st.App``) and serves it with uvicorn:
 the pages of ``dashboard.py`` and, beside them, ``/healthz``, ``/run-cleanup`` and
-``/runs/<run_id>`` (see ``web/trigger.py`` and SPEC.md, "HTTP trigger").
+``/runs/<run_id>`` (see ``web/trigger.py`` and README.md, "Scheduling").
 
 Every request, the websocket upgrade included, first passes ``web.guard.HostGuard``
 (user middleware runs before Streamlit's own): without a login only loopback and
