@@ -9,12 +9,13 @@ import streamlit as st
 from core import RetentionError, Settings, cleanup_running, preview
 from core.models import NotifyStatus, RunStatus
 from core.present import count, human_bytes, human_duration, lead_sentence, plural, timestamp
+from core.runs import TrackedRun
 from ui import fmt, jobs
 from ui.data import clear_caches
 from ui.state import settings_or_stop
 from ui.widgets import cutoff_picker
 
-JOB, PENDING = "cleanup_job", "pending_run"
+JOB, PENDING, CACHES_CLEARED = "cleanup_job", "pending_run", "caches_cleared_for"
 
 
 def _confirm(settings: Settings) -> None:
@@ -48,7 +49,7 @@ def confirm_dialog(settings: Settings) -> None:
     right.button("Cancel", key="cancel_run", on_click=_cancel, width="stretch")
 
 
-def _label(job: jobs.CleanupJob) -> str:
+def _label(job: TrackedRun) -> str:
     if job.dry_run:
         return "Counting the rows older than the cutoff…"
     if not job.rows_total:
@@ -56,14 +57,14 @@ def _label(job: jobs.CleanupJob) -> str:
     return f"{count(job.rows_done)} of {count(job.rows_total)} rows archived and deleted"
 
 
-def show_progress(job: jobs.CleanupJob) -> None:
+def show_progress(job: TrackedRun) -> None:
     bar = st.progress(job.fraction, text=_label(job))
     while not job.done.wait(0.25):
         bar.progress(job.fraction, text=_label(job))
     bar.empty()
 
 
-def show_summary(job: jobs.CleanupJob) -> None:
+def show_summary(job: TrackedRun) -> None:
     r = job.result
     if r is None:
         st.error(f"The cleanup did not run: {job.error}", icon=":material/error:")
@@ -107,9 +108,9 @@ if job is not None:
         heading.subheader("Cleanup running…")
         show_progress(job)
     heading.subheader("Dry run" if job.dry_run else "Last cleanup from this browser")
-    if not job.caches_cleared:
+    if st.session_state.get(CACHES_CLEARED) != job.run_id:  # once per finished run, not per rerun
         clear_caches()
-        job.caches_cleared = True
+        st.session_state[CACHES_CLEARED] = job.run_id
     show_summary(job)
     st.button("Dismiss", key="dismiss_run", on_click=lambda: st.session_state.pop(JOB, None))
     st.page_link("pages/history.py", label="See it in History", icon=":material/history:")

@@ -9,60 +9,14 @@ refused) and the page picks it up again.
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
 from datetime import datetime
 
 from core import RetentionError, Settings
-from core.models import RunResult, Trigger
+from core.models import Trigger
 from core.runs import TrackedRun, registry, start_cleanup
 
 
-@dataclass
-class CleanupJob:
-    """One dashboard cleanup: the core's tracker plus what the page remembers about it."""
-
-    run: TrackedRun
-    caches_cleared: bool = False
-
-    @property
-    def run_id(self) -> str:
-        return self.run.run_id
-
-    @property
-    def dry_run(self) -> bool:
-        return self.run.dry_run
-
-    @property
-    def running(self) -> bool:
-        return self.run.running
-
-    @property
-    def done(self) -> threading.Event:
-        return self.run.done
-
-    @property
-    def fraction(self) -> float:
-        return self.run.fraction
-
-    @property
-    def rows_done(self) -> int:
-        return self.run.rows_done
-
-    @property
-    def rows_total(self) -> int:
-        return self.run.rows_total
-
-    @property
-    def result(self) -> RunResult | None:
-        return self.run.result
-
-    @property
-    def error(self) -> str | None:
-        return self.run.error
-
-
-def start(settings: Settings, *, cutoff: datetime, dry_run: bool, rows_expected: int) -> CleanupJob:
+def start(settings: Settings, *, cutoff: datetime, dry_run: bool, rows_expected: int) -> TrackedRun:
     """Start a cleanup with exactly this cutoff in a worker thread; return at once.
 
     A refusal (LockHeld: another cleanup runs; nothing changed) becomes the job's
@@ -74,9 +28,9 @@ def start(settings: Settings, *, cutoff: datetime, dry_run: bool, rows_expected:
     except RetentionError as exc:
         tracked = TrackedRun(run_id="not-started", trigger=Trigger.DASHBOARD, cutoff=cutoff, dry_run=dry_run)
         tracked.finish(exc)
-    return CleanupJob(tracked)
+    return tracked
 
 
-def running_jobs() -> list[CleanupJob]:
+def running_jobs() -> list[TrackedRun]:
     """Dashboard cleanups of this process still running (from any browser session)."""
-    return [CleanupJob(run) for run in registry.running(Trigger.DASHBOARD)]
+    return registry.running(Trigger.DASHBOARD)
