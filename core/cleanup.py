@@ -94,6 +94,9 @@ def plan_run(settings: Settings, request: CleanupRequest) -> Run:
                             default_days=settings.retention_days, now=started)
     engine = check_connection(settings)
     info = describe_table(settings, engine)
+    if request.cutoff is None:  # N days are calendar days in the table's zone, as PostgreSQL counts them
+        cutoff = resolve_cutoff(retention_days=request.retention_days, cutoff=None,
+                                default_days=settings.retention_days, now=started, zone=info.zone)
     store = LocalFolderStore.prepare(settings.backup_dir)
     run_id = str(uuid.uuid4())
     final, partial, manifest = backup_names(store.root, info.display_name, run_id, started)
