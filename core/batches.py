@@ -26,7 +26,16 @@ from .backup.writer import MemberWriter
 from .db import TableInfo, qualified, quote
 from .errors import BatchConflict, BatchError
 from .history import db_time, journal_sql
-from .shape import cutoff_value, key_compare, key_of, key_text, next_batch_sql, order_by, ts_to_utc, walk_columns
+from .shape import (
+    cutoff_value,
+    key_compare,
+    key_of,
+    key_text,
+    next_batch_sql,
+    order_by,
+    ts_to_utc,
+    walk_columns,
+)
 from .timefmt import SqliteTsFormat
 
 log = logging.getLogger(__name__)

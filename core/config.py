@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.engine import make_url
 
@@ -160,12 +161,8 @@ def _check_database_url(env: str, url: str) -> None:
 
 
 def _check_zone(env: str, zone: str | None) -> None:
-    if zone is None:
-        return
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     try:
-        ZoneInfo(zone)
+        ZoneInfo(zone) if zone is not None else None
     except (ZoneInfoNotFoundError, ValueError):
         raise BadSetting(env, zone, "is not an IANA time zone name (e.g. Asia/Seoul, UTC)") from None
 
@@ -217,10 +214,8 @@ class Settings:
     timestamp_column: str = setting(
         "LOG_TIMESTAMP_COLUMN", "created_at", "column the age is measured on",
         check=check_identifier, flag="--timestamp-column")
-    timestamp_timezone: str | None = setting(
-        "LOG_TIMESTAMP_TIMEZONE", None,
-        "zone of zone-less timestamp and date columns (default: the database's TimeZone; SQLite: UTC)",
-        check=_check_zone)
+    timestamp_timezone: str | None = setting("LOG_TIMESTAMP_TIMEZONE", None, "zone of zone-less timestamp and date "
+                                             "columns (default: the database's TimeZone; SQLite: UTC)", check=_check_zone)
     retention_days: int = setting(
         "LOG_RETENTION_DAYS", 30, "rows strictly older than now - N days are archived and deleted",
         check=_check_days)

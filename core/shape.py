@@ -24,7 +24,7 @@ from sqlalchemy.sql import sqltypes
 
 from .config import Settings
 from .db import TableInfo
-from .errors import BadSetting
+from .errors import BadSetting, PermissionDenied
 from .timefmt import SqliteTsFormat, as_utc, parse_db_timestamp, sqlite_cutoff
 
 ZONE_SETTING = "LOG_TIMESTAMP_TIMEZONE"
@@ -71,6 +71,26 @@ def sqlite_rowid(engine: Engine, qtable: str, names: list[str]) -> str | None:
     except SQLAlchemyError:  # WITHOUT ROWID: the key is NOT NULL there
         return None
     return alias
+
+
+def check_can_clean(engine: Engine, info: TableInfo) -> None:
+    """PermissionDenied (one line naming the privilege) unless this role may SELECT and DELETE the table.
+
+    Checked before anything is written; a role allowed only to read can still preview,
+    count, list backups and history, and dry-run.
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    table = ".".join(f'"{p}"' for p in (info.schema, info.name) if p)
+    with engine.connect() as conn:
+        row = conn.exec_driver_sql(
+            "SELECT current_user, has_table_privilege(CAST(%(t)s AS regclass), 'SELECT'), "
+            "has_table_privilege(CAST(%(t)s AS regclass), 'DELETE')", {"t": table}).one()
+    missing = [p for p, ok in zip(("SELECT", "DELETE"), row[1:], strict=True) if not ok]
+    if missing:
+        raise PermissionDenied(f"role {row[0]!r} lacks the {' and '.join(missing)} privilege on "
+                               f"{info.display_name} that a cleanup needs (GRANT {', '.join(missing)} ON "
+                               f"{info.display_name} TO {row[0]})")
 
 
 # ---------------------------------------------------------------------------
@@ -174,6 +194,6 @@ def next_batch_sql(info: TableInfo, q: Any, table: str, where: str) -> str:
             f"ORDER BY {order_by(cols)} LIMIT {{limit}}) AS b ORDER BY {order_by(ks, desc=True)} LIMIT 1")
 
 
-__all__ = ["column_flags", "cutoff_value", "key_compare", "key_of", "key_text",
+__all__ = ["check_can_clean", "column_flags", "cutoff_value", "key_compare", "key_of", "key_text",
            "next_batch_sql", "older_than", "order_by", "sqlite_rowid", "table_zone", "ts_to_utc", "walk_columns",
            "wall_time"]
