@@ -11,6 +11,7 @@ and fsynced, and the run's journal row updated, before the COMMIT (docs/design.m
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,7 +26,17 @@ from .backup.writer import MemberWriter
 from .db import TableInfo, qualified, quote
 from .errors import BatchConflict, BatchError
 from .history import db_time, journal_sql
-from .timefmt import SqliteTsFormat, as_utc, parse_db_timestamp, sqlite_cutoff, sqlite_to_csv
+from .shape import (
+    cutoff_value,
+    key_compare,
+    key_of,
+    key_text,
+    next_batch_sql,
+    order_by,
+    ts_to_utc,
+    walk_columns,
+)
+from .timefmt import SqliteTsFormat
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +79,7 @@ class Journal:
             "committed_bytes": committed_bytes,
             "rows": self.rows + batch.rows,
             "batches": self.batches + 1,
-            "last_key": str(batch.last_key),
+            "last_key": key_text(batch.last_key),
             "min_ts": db_time(dialect, lo),
             "max_ts": db_time(dialect, hi),
             "run_id": self.run_id,
@@ -85,7 +96,8 @@ class Batcher:
         self.conn, self.info, self.cutoff, self.batch_size = conn, info, cutoff, batch_size
         self.q = lambda name: quote(engine, name)
         self.table = qualified(engine, info.schema, info.name)
-        self.pk = self.q(info.primary_key)
+        self.walk = walk_columns(info, self.q)  # the key (or SQLite rowid) batches are cut by
+        self.order = order_by(self.walk)
         self.ts = self.q(info.timestamp_column)
         self.journal_sql = journal_sql(engine, info.schema)
         # The largest old key when the run counted: rows that arrive later, even with
@@ -116,13 +128,27 @@ class Batcher:
         ph = self.placeholder
         cond, args = [f"{self.ts} < {ph}"], [self.cutoff_param]
         if after is not None:
-            cond.append(f"{self.pk} > {ph}")
-            args.append(after)
+            sql, values = key_compare(self.walk, ">", after, ph)
+            cond.append(sql)
+            args.extend(values)
         bound = hi if hi is not None else self.upper
         if bound is not None:
-            cond.append(f"{self.pk} <= {ph}")
-            args.append(bound)
+            sql, values = key_compare(self.walk, "<=", bound, ph)
+            cond.append(sql)
+            args.extend(values)
         return " AND ".join(cond), args
+
+    def _next(self, where: str) -> str:
+        """The query of the next batch's last key, count and time span (``limit`` as a parameter)."""
+        return next_batch_sql(self.info, self.q, self.table, where).format(limit=self.placeholder)
+
+    def _upper_sql(self, where: str) -> str:
+        return f"SELECT {', '.join(self.walk)} FROM {self.table} WHERE {where} ORDER BY {order_by(self.walk, True)} LIMIT 1"
+
+    def _done(self, row: Any, size: int) -> BatchDone:
+        w = len(self.walk)
+        return BatchDone(int(row[w]), key_of(row, w), ts_to_utc(self.info, row[w + 1]),
+                         ts_to_utc(self.info, row[w + 2]), size)
 
     def _batch(self, writer: MemberWriter, after: Any, journal: Journal) -> BatchDone | None:
         raise NotImplementedError
@@ -157,22 +183,18 @@ class PostgresBatcher(Batcher):
                 cur.execute("SET TIME ZONE 'UTC'")  # the COPY prints timestamps in the session's zone
                 cur.execute("SET lock_timeout = '30s'")
             c.commit()
-        cols = []
-        for c in self.info.columns:
-            qc = self.q(c.name)
-            # Naive timestamps mean UTC: print them with +00 so the backup is explicit.
-            cols.append(f"({qc} AT TIME ZONE 'UTC') AS {qc}" if c.naive_timestamp else qc)
-        self.select_list = ", ".join(cols)
-        ts_col = next(c for c in self.info.columns if c.name == self.info.timestamp_column)
-        self.cutoff_param: Any = (
-            as_utc(self.cutoff).replace(tzinfo=None) if ts_col.naive_timestamp else as_utc(self.cutoff)
-        )
+        # Zone-less timestamps and dates are written as stored (the manifest names their zone).
+        self.select_list = ", ".join(self.q(c) for c in self.info.column_names)
+        self.cutoff_param: Any = cutoff_value(self.info, self.cutoff)
 
     def count(self) -> int:
         where, args = self._where(None, None)
         with self.conn.cursor() as cur:
-            cur.execute(f"SELECT count(*), max({self.pk}) FROM {self.table} WHERE {where}", args)
-            n, self.upper = cur.fetchone()
+            cur.execute(f"SELECT count(*) FROM {self.table} WHERE {where}", args)
+            n = cur.fetchone()[0]
+            cur.execute(self._upper_sql(where), args)
+            top = cur.fetchone()
+            self.upper = None if top is None else key_of(top, len(self.walk))
         self.conn.rollback()
         return int(n)
 
@@ -191,15 +213,15 @@ class PostgresBatcher(Batcher):
                 where, args = self._where(after, None)
                 # One pass over the next batch_size old rows: the batch's last key, and the
                 # count and time span of exactly the rows in (after, hi].
-                cur.execute(
-                    f"SELECT max(k), count(*), min(t), max(t), pg_export_snapshot() FROM (SELECT {self.pk} AS k, "
-                    f"{self.ts} AS t FROM {self.table} WHERE {where} ORDER BY {self.pk} LIMIT %s) AS b",
-                    [*args, self.batch_size],
-                )
-                hi, n, lo_ts, hi_ts, snapshot = cur.fetchone()
-                if hi is None:
+                cur.execute(f"SELECT n.*, pg_export_snapshot() FROM ({self._next(where)}) AS n",
+                            [*args, self.batch_size])
+                row = cur.fetchone()
+                if row is None:
                     conn.rollback()
                     return None
+                snapshot = row[-1]
+                pending = self._done(row, 0)
+                n, hi = pending.rows, pending.last_key
                 where, args = self._where(after, hi)
                 t1 = time.perf_counter()
                 writer.begin()
@@ -208,7 +230,7 @@ class PostgresBatcher(Batcher):
                     writer.write_text(header_line(self.info.column_names))
                 copy_sql = cur.mogrify(
                     f"COPY (SELECT {self.select_list} FROM {self.table} WHERE {where} "
-                    f"ORDER BY {self.pk}) TO STDOUT WITH (FORMAT csv)",
+                    f"ORDER BY {self.order}) TO STDOUT WITH (FORMAT csv)",
                     args,
                 ).decode()
                 if self.reader is None:  # one connection: copy, then delete
@@ -234,7 +256,7 @@ class PostgresBatcher(Batcher):
                 t3 = time.perf_counter()
                 size = writer.commit_member(n + header)  # written, read back, durable: now the DELETE may commit
                 t4 = time.perf_counter()
-                done = BatchDone(n, hi, parse_db_timestamp(lo_ts), parse_db_timestamp(hi_ts), size)
+                done = dataclasses.replace(pending, committed_bytes=size)
                 cur.execute(self.journal_sql, journal.params("postgresql", size, done))
                 if cur.rowcount != 1:
                     raise BatchError("the run's history row is no longer 'running'; stopped safely")
@@ -272,16 +294,16 @@ class SqliteBatcher(Batcher):
     def __init__(self, *args: Any, fmt: SqliteTsFormat, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fmt = fmt
-        self.cutoff_param = sqlite_cutoff(fmt, self.cutoff)
-        ts_i = self.info.column_index(self.info.timestamp_column)
-        converters: list[Any] = [None] * len(self.info.columns)
-        converters[ts_i] = lambda v: sqlite_to_csv(fmt, v) if isinstance(v, str) else v
-        self.encode_rows = make_rows_encoder(converters)
+        self.cutoff_param = cutoff_value(self.info, self.cutoff, fmt)
+        # Every value as stored, its storage class readable from the CSV (backup.csvfile.sqlite_value).
+        self.encode_rows = make_rows_encoder([None] * len(self.info.columns))
         self.select_list = ", ".join(self.q(c) for c in self.info.column_names)
 
     def count(self) -> int:
         where, args = self._where(None, None)
-        n, self.upper = _one(self.conn, f"SELECT count(*), max({self.pk}) FROM {self.table} WHERE {where}", args)
+        n = _one(self.conn, f"SELECT count(*) FROM {self.table} WHERE {where}", args)[0]
+        top = _one(self.conn, self._upper_sql(where), args)
+        self.upper = None if top is None else key_of(top, len(self.walk))
         return int(n)
 
     def _batch(self, writer: MemberWriter, after: Any, journal: Journal) -> BatchDone | None:
@@ -292,21 +314,18 @@ class SqliteBatcher(Batcher):
             where, args = self._where(after, None)
             # One pass, as on PostgreSQL: last key, count and time span of the next batch.
             # (ORDER BY pk lets SQLite walk the primary key; "+pk" would add a sort.)
-            hi, n, lo_ts, hi_ts = _one(
-                conn,
-                f"SELECT max(k), count(*), min(t), max(t) FROM (SELECT {self.pk} AS k, {self.ts} AS t "
-                f"FROM {self.table} WHERE {where} ORDER BY {self.pk} LIMIT ?)",
-                [*args, self.batch_size],
-            )
-            if hi is None:
+            row = _one(conn, self._next(where), [*args, self.batch_size])
+            if row is None:
                 conn.execute("ROLLBACK")
                 return None
+            pending = self._done(row, 0)
+            n, hi = pending.rows, pending.last_key
             where, args = self._where(after, hi)
             writer.begin()
             header = writer.size == 0
             if header:
                 writer.write_text(header_line(self.info.column_names))
-            cur = conn.execute(f"SELECT {self.select_list} FROM {self.table} WHERE {where} ORDER BY {self.pk}", args)
+            cur = conn.execute(f"SELECT {self.select_list} FROM {self.table} WHERE {where} ORDER BY {self.order}", args)
             copied = 0
             encode_rows, write = self.encode_rows, writer.write_text
             try:
@@ -324,7 +343,7 @@ class SqliteBatcher(Batcher):
             if deleted != n:
                 raise BatchError(f"DELETE matched {deleted} rows, backup holds {n}; rolled back")
             size = writer.commit_member(n + header)
-            done = BatchDone(n, hi, parse_db_timestamp(lo_ts), parse_db_timestamp(hi_ts), size)
+            done = dataclasses.replace(pending, committed_bytes=size)
             if conn.execute(self.journal_sql, journal.params("sqlite", size, done)).rowcount != 1:
                 raise BatchError("the run's history row is no longer 'running'; stopped safely")
             committing = True

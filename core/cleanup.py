@@ -30,10 +30,11 @@ from .backup.writer import MemberWriter
 from .batches import Journal, PostgresBatcher, SqliteBatcher
 from .config import Settings
 from .db import LockedConnection, TableInfo, check_connection, describe_table, qualified, quote
-from .errors import BadSetting, CleanupFailed, DatabaseError, RetentionError, map_exceptions
+from .errors import BadSetting, CleanupFailed, DatabaseError, PermissionDenied, RetentionError, map_exceptions
 from .models import NotifyStatus, Progress, RunResult, RunStatus, Trigger, utcnow
 from .notify import notify_run
 from .recovery import get_run_result, list_history, recover_interrupted, settle
+from .shape import check_can_clean
 from .stats import preview
 from .timefmt import SqliteTsFormat, detect_sqlite_format, resolve_cutoff
 
@@ -94,6 +95,9 @@ def plan_run(settings: Settings, request: CleanupRequest) -> Run:
                             default_days=settings.retention_days, now=started)
     engine = check_connection(settings)
     info = describe_table(settings, engine)
+    if request.cutoff is None:  # N days are calendar days in the table's zone, as PostgreSQL counts them
+        cutoff = resolve_cutoff(retention_days=request.retention_days, cutoff=None,
+                                default_days=settings.retention_days, now=started, zone=info.zone)
     store = LocalFolderStore.prepare(settings.backup_dir)
     run_id = str(uuid.uuid4())
     final, partial, manifest = backup_names(store.root, info.display_name, run_id, started)
@@ -153,7 +157,11 @@ class Run:
         """The dry run: count what would go, record it, change nothing else."""
         p = preview(self.settings, cutoff=self.cutoff, engine=self.engine, info=self.info)
         result = self.result(RunStatus.DRY_RUN, rows_matched=p.rows_to_delete, notification=NotifyStatus.SKIPPED)
-        self.record(result)
+        try:
+            with map_exceptions():
+                self.record(result)
+        except PermissionDenied as exc:  # a read-only role: the count is still the answer
+            log.warning("dry run not recorded in the history (%s); nothing was changed", exc.one_line())
         log.info("dry run: %d rows of %s older than %s", p.rows_to_delete, self.table, self.cutoff)
         return result
 
@@ -175,6 +183,7 @@ class Run:
         """
         try:
             with map_exceptions():
+                check_can_clean(self.engine, self.info)
                 history.ensure_history(self.engine, self.info.schema)
                 recovered = recover_interrupted(self.settings, engine=self.engine, info=self.info)
                 result = self.archive_and_delete(conn)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.engine import make_url
 
@@ -159,6 +160,13 @@ def _check_database_url(env: str, url: str) -> None:
         raise BadSetting(env, mask_url(url), "must be sqlite:// or postgresql://")
 
 
+def _check_zone(env: str, zone: str | None) -> None:
+    try:
+        ZoneInfo(zone) if zone is not None else None
+    except (ZoneInfoNotFoundError, ValueError):
+        raise BadSetting(env, zone, "is not an IANA time zone name (e.g. Asia/Seoul, UTC)") from None
+
+
 def _min_length(chars: int) -> Check:
     """A secret of at least ``chars`` characters; the refusal never shows the value."""
 
@@ -206,6 +214,8 @@ class Settings:
     timestamp_column: str = setting(
         "LOG_TIMESTAMP_COLUMN", "created_at", "column the age is measured on",
         check=check_identifier, flag="--timestamp-column")
+    timestamp_timezone: str | None = setting("LOG_TIMESTAMP_TIMEZONE", None, "zone of zone-less timestamp and date "
+                                             "columns (default: the database's TimeZone; SQLite: UTC)", check=_check_zone)
     retention_days: int = setting(
         "LOG_RETENTION_DAYS", 30, "rows strictly older than now - N days are archived and deleted",
         check=_check_days)

@@ -37,8 +37,10 @@ class ColumnInfo:
     name: str
     type: str
     nullable: bool
-    naive_timestamp: bool = False  # PostgreSQL timestamp without time zone
+    naive_timestamp: bool = False  # timestamp without time zone
     is_blob: bool = False
+    is_date: bool = False  # date: compared by whole days in the table's zone
+    generated: bool = False  # GENERATED ALWAYS AS (...): archived, never written back
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,21 @@ class TableInfo:
     schema: str | None
     name: str
     columns: tuple[ColumnInfo, ...]
-    primary_key: str
+    primary_key: str  # the key column, or "a, b" for a composite key (``key`` holds the names)
     timestamp_column: str
     ts_indexed: bool
+    key: tuple[str, ...] = ()  # primary key columns, in key order
+    zone: str = "UTC"  # LOG_TIMESTAMP_TIMEZONE: the zone of zone-less timestamp and date columns
+    rowid: str | None = None  # SQLite rowid tables: batches walk this (a TEXT key may hold NULLs)
+
+    @property
+    def ts_info(self) -> ColumnInfo:
+        return self.columns[self.column_index(self.timestamp_column)]
+
+    @property
+    def manifest_key(self) -> str | list[str]:
+        """The key as manifests record it: the column name, or the list of a composite key's names."""
+        return self.key[0] if len(self.key) == 1 else list(self.key)
 
     @property
     def display_name(self) -> str:
@@ -75,8 +89,9 @@ def get_engine(settings: Settings) -> Engine:
             # busy timeout: writers of the chat service and our batches take turns.
             engine = create_engine(url, connect_args={"timeout": 30})
         else:
+            # client_encoding UTF8: backups are UTF-8 whatever the server's encoding.
             engine = create_engine(
-                url, pool_pre_ping=True, connect_args={"connect_timeout": 10}
+                url, pool_pre_ping=True, connect_args={"connect_timeout": 10, "client_encoding": "UTF8"}
             )
         _ENGINES[url] = engine
     return engine
@@ -120,9 +135,10 @@ def describe_table(settings: Settings, engine: Engine | None = None) -> TableInf
     """Read the log table's columns, primary key and timestamp index.
 
     Raises BadSetting when the table or column is missing, when the table has no
-    single-column primary key (rows could not be deleted exactly by key), or when
-    the timestamp column is not a timestamp. Reads only the catalog.
+    primary key (rows could not be deleted exactly by key), or when the timestamp
+    column is not a timestamp. Reads only the catalog (and the database's TimeZone).
     """
+    from .shape import column_flags, sqlite_rowid, table_zone  # shape imports this module
     engine = engine or check_connection(settings)
     schema, name = settings.table_parts
     insp = inspect(engine)
@@ -139,6 +155,7 @@ def describe_table(settings: Settings, engine: Engine | None = None) -> TableInf
             bool(c.get("nullable", True)),
             naive_timestamp=isinstance(c["type"], sqltypes.DateTime) and not c["type"].timezone,
             is_blob=isinstance(c["type"], sqltypes.LargeBinary) or str(c["type"]).upper() == "BLOB",
+            **column_flags(c),
         )
         for c in cols
     )
@@ -150,12 +167,11 @@ def describe_table(settings: Settings, engine: Engine | None = None) -> TableInf
     if not any(t in str(ts_type).upper() for t in TIMESTAMP_TYPES) and engine.dialect.name != "sqlite":
         raise BadSetting("LOG_TIMESTAMP_COLUMN", ts, f"is {ts_type}, not a timestamp")
     pk = insp.get_pk_constraint(name, schema=schema).get("constrained_columns") or []
-    if len(pk) != 1:
+    if not pk:
         raise BadSetting(
             "LOG_TABLE",
             settings.table,
-            "needs a single-column primary key: rows are deleted exactly by key, "
-            f"and this table has {len(pk) or 'no'} key columns",
+            "needs a primary key: rows are deleted exactly by key, and this table has none",
         )
     indexed = any(
         (ix.get("column_names") or [None])[0] == ts for ix in insp.get_indexes(name, schema=schema)
@@ -167,9 +183,12 @@ def describe_table(settings: Settings, engine: Engine | None = None) -> TableInf
         schema=schema,
         name=name,
         columns=columns,
-        primary_key=pk[0],
+        primary_key=", ".join(pk),
         timestamp_column=ts,
         ts_indexed=indexed,
+        key=tuple(pk),
+        zone=table_zone(settings, engine),
+        rowid=sqlite_rowid(engine, qualified(engine, schema, name), names),
     )
 
 

@@ -126,6 +126,20 @@ class RestoreError(RetentionError):
     """A restore was refused or failed; the table is unchanged."""
 
 
+class PermissionDenied(RetentionError):
+    """The database role lacks a privilege the operation needs (exit 2: a configuration matter)."""
+
+    exit_code = 2
+
+
+def _privilege_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from psycopg2 import errors as pg_errors
+    except ImportError:  # a SQLite-only install
+        return ()
+    return (pg_errors.InsufficientPrivilege,)
+
+
 def _driver_errors() -> tuple[type[BaseException], ...]:
     try:
         import psycopg2
@@ -136,6 +150,7 @@ def _driver_errors() -> tuple[type[BaseException], ...]:
 
 # Foreign class -> own class, first match wins. The one table of its kind in the core.
 FOREIGN_ERRORS: tuple[tuple[tuple[type[BaseException], ...], type[RetentionError]], ...] = (
+    (_privilege_errors(), PermissionDenied),
     ((SQLAlchemyError, *_driver_errors()), DatabaseError),
     ((OSError,), StorageError),
 )
@@ -151,8 +166,9 @@ def translate(exc: BaseException) -> RetentionError | None:
     """The own error for a foreign one (message: :func:`describe`), or None if it is not in the table."""
     if isinstance(exc, RetentionError):
         return exc
+    orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
     for foreign, own in FOREIGN_ERRORS:
-        if isinstance(exc, foreign):
+        if isinstance(exc, foreign) or isinstance(orig, foreign):
             return own(describe(exc))
     return None
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -12,7 +12,8 @@ from sqlalchemy.engine import Connection, Engine
 from .config import Settings
 from .db import TableInfo, check_connection, describe_table, index_warning, qualified, quote
 from .models import BucketCount, DayCount, Preview, Stats, utcnow
-from .timefmt import as_utc, detect_sqlite_format, parse_db_timestamp, resolve_cutoff, sqlite_cutoff
+from .shape import cutoff_value, ts_to_utc
+from .timefmt import as_utc, cutoff_for_days, detect_sqlite_format, resolve_cutoff
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +27,14 @@ class _Q:
         self.info = info
         self.table = qualified(engine, info.schema, info.name)
         self.ts = quote(engine, info.timestamp_column)
-        self.pk = quote(engine, info.primary_key)
         self.fmt = None
         if info.dialect == "sqlite":
             self.fmt = detect_sqlite_format(conn.connection.driver_connection, self.table, self.ts, full=full_check)
-        ts_col = next(c for c in info.columns if c.name == info.timestamp_column)
-        self.naive = ts_col.naive_timestamp
+        self.naive = info.ts_info.naive_timestamp or info.ts_info.is_date
 
     def bound(self, value: datetime) -> Any:
-        """A timestamp as a bind value that compares correctly with the column."""
-        if self.fmt is not None:
-            return sqlite_cutoff(self.fmt, value)
-        return as_utc(value).replace(tzinfo=None) if self.naive else as_utc(value)
+        """A timestamp as a bind value that compares with the column as ``ts < value`` (core.shape)."""
+        return cutoff_value(self.info, value, self.fmt)
 
 
 def _context(settings: Settings, engine: Engine | None, info: TableInfo | None) -> tuple[Engine, TableInfo]:
@@ -54,8 +51,10 @@ def preview(
     info: TableInfo | None = None,
 ) -> Preview:
     """How many rows a cleanup would archive and delete now, and their time span. Read-only."""
-    the_cutoff = resolve_cutoff(retention_days=retention_days, cutoff=cutoff, default_days=settings.retention_days)
+    resolve_cutoff(retention_days=retention_days, cutoff=cutoff, default_days=settings.retention_days)  # checks
     engine, info = _context(settings, engine, info)
+    the_cutoff = resolve_cutoff(retention_days=retention_days, cutoff=cutoff, default_days=settings.retention_days,
+                                zone=info.zone)
     with engine.connect() as conn:
         q = _Q(engine, conn, info)
         n, lo, hi = conn.execute(
@@ -63,8 +62,8 @@ def preview(
         ).one()
         total = conn.execute(text(f"SELECT count(*) FROM {q.table}")).scalar_one()
     warnings = tuple(w for w in (index_warning(info),) if w)
-    return Preview(info.display_name, the_cutoff, int(n), int(total), parse_db_timestamp(lo),
-                   parse_db_timestamp(hi), warnings)
+    return Preview(info.display_name, the_cutoff, int(n), int(total), ts_to_utc(info, lo),
+                   ts_to_utc(info, hi), warnings)
 
 
 def preview_sample(
@@ -125,7 +124,7 @@ def stats(settings: Settings, *, now: datetime | None = None, engine: Engine | N
     with engine.connect() as conn:
         q = _Q(engine, conn, info)
         # one scan: each row counted in the bucket its age falls into; :b<i> is bucket i's lower age bound
-        params = {f"b{i}": q.bound(now - timedelta(days=lo)) for i, (lo, _hi, _label) in enumerate(BUCKETS) if lo}
+        params = {f"b{i}": q.bound(cutoff_for_days(lo, now, info.zone)) for i, (lo, _hi, _label) in enumerate(BUCKETS) if lo}
         starts = {lo: i for i, (lo, _hi, _label) in enumerate(BUCKETS)}
         exprs = []
         for i, (lo, hi, _label) in enumerate(BUCKETS):
@@ -150,5 +149,5 @@ def stats(settings: Settings, *, now: datetime | None = None, engine: Engine | N
     days = tuple(DayCount(d if isinstance(d, date) else date.fromisoformat(str(d)), int(n)) for d, n in per_day)
     buckets = tuple(BucketCount(label, lo, hi, int(c or 0)) for (lo, hi, label), c in zip(BUCKETS, counts, strict=True))
     warnings = tuple(w for w in (index_warning(info),) if w)
-    return Stats(info.display_name, int(total), parse_db_timestamp(lo_ts), parse_db_timestamp(hi_ts), buckets,
+    return Stats(info.display_name, int(total), ts_to_utc(info, lo_ts), ts_to_utc(info, hi_ts), buckets,
                  days, int(size) if size is not None else None, now, warnings)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from .errors import BadSetting
 from .models import utcnow
@@ -36,15 +37,17 @@ def parse_cutoff(text: str, *, setting: str = "--cutoff") -> datetime:
         raise BadSetting(setting, text, "is out of range (years 1 to 9999 in UTC)") from None
 
 
-def cutoff_for_days(days: int, now: datetime | None = None) -> datetime:
-    """now − ``days`` days, aware UTC."""
-    return (now or utcnow()) - timedelta(days=days)
+def cutoff_for_days(days: int, now: datetime | None = None, zone: str = "UTC") -> datetime:
+    """now − ``days`` calendar days in ``zone`` (as PostgreSQL's ``now() - interval 'N days'``), aware UTC."""
+    local = as_utc(now or utcnow()).astimezone(ZoneInfo(zone))
+    return (local - timedelta(days=days)).astimezone(UTC)  # aware arithmetic is wall-clock arithmetic
 
 
 def resolve_cutoff(
-    *, retention_days: int | None, cutoff: datetime | str | None, default_days: int, now: datetime | None = None
+    *, retention_days: int | None, cutoff: datetime | str | None, default_days: int, now: datetime | None = None,
+    zone: str = "UTC",
 ) -> datetime:
-    """The cutoff from either a timestamp or a number of days (not both).
+    """The cutoff from either a timestamp or a number of days (not both), days counted in ``zone``.
 
     A cutoff in the future is refused: it would delete rows that are not old yet.
     """
@@ -60,7 +63,7 @@ def resolve_cutoff(
     if isinstance(days, bool) or not isinstance(days, int) or days < 0:
         raise BadSetting("LOG_RETENTION_DAYS", days, "must be 0 or more days")
     try:
-        return cutoff_for_days(days, now)
+        return cutoff_for_days(days, now, zone)
     except OverflowError:
         raise BadSetting("LOG_RETENTION_DAYS", days, "reaches before year 1") from None
 

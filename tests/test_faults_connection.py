@@ -113,7 +113,7 @@ def test_a_batch_failing_before_its_member_began_keeps_the_committed_ones(tmp_pa
 
     def failing_one(conn, sql, args):
         calls["n"] += 1
-        if calls["n"] == 4:  # the count, batch 1, batch 2, then the choice of batch 3
+        if calls["n"] == 5:  # the count, the upper key, batch 1, batch 2, then the choice of batch 3
             raise sqlite3.OperationalError("disk I/O error")
         return real_one(conn, sql, args)
 

@@ -83,8 +83,29 @@ def header_line(columns: list[str]) -> str:
 _FIELD = re.compile(r'"((?:[^"]|"")*)"|([^,]*)')
 
 
-def parse_record(line: str) -> list[str | None]:
-    """One CSV record to values: unquoted empty is None (NULL), quoted is a string."""
+_INT = re.compile(r"-?[0-9]+")
+
+
+def sqlite_value(bare: str) -> Any:
+    """An unquoted field of a SQLite backup in its storage class: NULL, blob (``\\x`` hex), integer or real.
+
+    Text is always quoted, so an unquoted field is never text; a real is written by
+    ``repr`` and always has a ``.``, an exponent, ``inf`` or ``nan``.
+    """
+    if bare == "":
+        return None
+    if bare.startswith("\\x"):
+        return bytes.fromhex(bare[2:])
+    if _INT.fullmatch(bare):
+        return int(bare)
+    return float(bare)
+
+
+def parse_record(line: str, typed: bool = False) -> list[Any]:
+    """One CSV record to values: unquoted empty is None (NULL), quoted is a string.
+
+    ``typed``: unquoted fields in their SQLite storage class (:func:`sqlite_value`).
+    """
     out: list[str | None] = []
     pos, n = 0, len(line)
     while True:
@@ -95,7 +116,7 @@ def parse_record(line: str) -> list[str | None]:
         if quoted is not None:
             out.append(quoted.replace('""', '"'))
         else:
-            out.append(bare if bare != "" else None)
+            out.append(sqlite_value(bare) if typed else bare if bare != "" else None)
         pos = m.end()
         if pos >= n:
             break
@@ -108,13 +129,16 @@ def parse_record(line: str) -> list[str | None]:
     return out
 
 
-def iter_records(path: str | os.PathLike[str]) -> Iterator[list[str | None]]:
+def iter_records(path: str | os.PathLike[str], typed: bool = False) -> Iterator[list[Any]]:
     """Stream the CSV records of a backup (header first), NULL as None. Flat memory.
+
+    ``typed``: unquoted fields after the header in their SQLite storage class (:func:`parse_record`).
 
     Raises BackupReadError (a ValueError) for a corrupt, truncated or non-UTF-8 file.
     """
     pending = ""
     decoder = _utf8_decoder()
+    header = True
     for chunk in iter_decompressed(path):
         try:
             text = pending + decoder.decode(chunk)
@@ -126,7 +150,8 @@ def iter_records(path: str | os.PathLike[str]) -> Iterator[list[str | None]]:
             quotes += text.count('"', pos, nl)
             pos = nl + 1
             if quotes % 2 == 0:
-                yield parse_record(text[rec_start:nl])
+                yield parse_record(text[rec_start:nl], typed and not header)
+                header = False
                 rec_start, quotes = pos, 0
         pending = text[rec_start:]
     if pending:

@@ -21,7 +21,9 @@ from ..timefmt import SqliteTsFormat, as_utc
 from .scan import Scan
 from .writer import fsync_dir
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: zone-less values as stored (zone named), generated columns, SQLite storage classes
+SQLITE_VALUES = ("text quoted; integer unquoted digits; real unquoted as Python repr (with '.', an exponent, "
+                 "inf or nan); blob unquoted \\x hex (as PostgreSQL prints bytea); NULL an empty unquoted field")
 DATA_SUFFIX = ".csv.gz"
 MANIFEST_SUFFIX = ".manifest.json"
 PARTIAL_SUFFIX = ".partial"
@@ -72,8 +74,9 @@ def build_manifest(
             "run_id": run_id,
             "table": info.display_name,
             "timestamp_column": info.timestamp_column,
-            "primary_key": info.primary_key,
-            "columns": [{"name": c.name, "type": c.type} for c in info.columns],
+            "primary_key": info.manifest_key,
+            "columns": [{"name": c.name, "type": c.type, "generated": c.generated} for c in info.columns],
+            "timestamp_zone": info.zone,
             "cutoff": cutoff,
             "rows": None,
             "sha256": None,
@@ -85,7 +88,10 @@ def build_manifest(
             "database": settings.database_url_masked,
             "compression": {"format": "gzip", "level": settings.gzip_level, "deflate": deflate,
                             "members": "one per batch"},
-            "csv": {"header": True, "null": "empty unquoted field", "encoding": "UTF-8"},
+            "csv": {"header": True, "null": "empty unquoted field", "encoding": "UTF-8",
+                    "zone_less_values": f"as stored, without an offset; wall time in {info.zone}",
+                    "blob": "\\x hex, as PostgreSQL prints bytea",
+                    **({"sqlite_values": SQLITE_VALUES} if info.dialect == "sqlite" else {})},
             "sqlite_timestamp_format": sqlite_format.name if sqlite_format else None,
         }
     )

@@ -36,8 +36,8 @@ def restore_backup(settings: Settings, name: str | Path) -> RestoreResult:
     names = [c.get("name") for c in m.get("columns") or []]
     if names != info.column_names:
         raise RestoreError(f"{path.name} has columns {names}, the table has {info.column_names}")
-    if m.get("primary_key") != info.primary_key:
-        raise RestoreError(f"{path.name} is keyed on {m.get('primary_key')!r}, the table on {info.primary_key!r}")
+    if m.get("primary_key") != info.manifest_key:
+        raise RestoreError(f"{path.name} is keyed on {m.get('primary_key')!r}, the table on {info.manifest_key!r}")
     v = verify_backup(settings, path)
     if not v.ok:
         raise BackupMismatch(str(path), "the backup", "matching its manifest", v.problem)
@@ -47,7 +47,7 @@ def restore_backup(settings: Settings, name: str | Path) -> RestoreResult:
     try:
         locked.lock()
         insert = _restore_pg if info.dialect == "postgresql" else _restore_sqlite
-        restored = insert(engine, locked.dbapi, info, path)
+        restored = insert(engine, locked.dbapi, info, path, int(m.get("format_version") or 1))
     finally:
         locked.close()
     result = RestoreResult(str(path), info.display_name, v.rows, restored, v.rows - restored,
@@ -57,9 +57,19 @@ def restore_backup(settings: Settings, name: str | Path) -> RestoreResult:
     return result
 
 
-def _restore_pg(engine: Any, conn: Any, info: TableInfo, path: Path) -> int:
+def _written(engine: Any, info: TableInfo) -> str:
+    """The columns a restore writes: all but generated ones (the database computes those again)."""
+    return ", ".join(quote(engine, c.name) for c in info.columns if not c.generated)
+
+
+def _conflict(engine: Any, info: TableInfo) -> str:
+    return f"ON CONFLICT ({', '.join(quote(engine, k) for k in info.key)}) DO NOTHING"
+
+
+def _restore_pg(engine: Any, conn: Any, info: TableInfo, path: Path, version: int) -> int:
     table = qualified(engine, info.schema, info.name)
     cols = ", ".join(quote(engine, c) for c in info.column_names)
+    written = _written(engine, info)
     try:
         with conn.cursor() as cur:
             cur.execute("SET LOCAL TIME ZONE 'UTC'")
@@ -69,8 +79,8 @@ def _restore_pg(engine: Any, conn: Any, info: TableInfo, path: Path) -> int:
                     f"COPY _retention_restore ({cols}) FROM STDIN WITH (FORMAT csv, HEADER true)", f, size=1 << 20
                 )
             cur.execute(
-                f"INSERT INTO {table} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM _retention_restore "
-                f"ON CONFLICT ({quote(engine, info.primary_key)}) DO NOTHING"
+                f"INSERT INTO {table} ({written}) OVERRIDING SYSTEM VALUE SELECT {written} FROM _retention_restore "
+                f"{_conflict(engine, info)}"
             )
             restored = cur.rowcount
         conn.commit()
@@ -82,17 +92,16 @@ def _restore_pg(engine: Any, conn: Any, info: TableInfo, path: Path) -> int:
         raise RestoreError(f"{path.name}: {' '.join(str(getattr(exc, 'pgerror', None) or exc).split())}") from None
 
 
-def _restore_sqlite(engine: Any, conn: Any, info: TableInfo, path: Path) -> int:
+def _restore_sqlite(engine: Any, conn: Any, info: TableInfo, path: Path, version: int) -> int:
     table = qualified(engine, info.schema, info.name)
-    cols = ", ".join(quote(engine, c) for c in info.column_names)
-    marks = ", ".join("?" for _ in info.column_names)
+    cols = _written(engine, info)
+    marks = ", ".join("?" for c in info.columns if not c.generated)
     try:
         fmt = detect_sqlite_format(conn, table, quote(engine, info.timestamp_column), full=False)
         conn.execute("BEGIN IMMEDIATE")
         before = conn.total_changes
-        sql = (f"INSERT INTO {table} ({cols}) VALUES ({marks}) "
-               f"ON CONFLICT ({quote(engine, info.primary_key)}) DO NOTHING")
-        for batch in _sqlite_batches(info, path, fmt):
+        sql = f"INSERT INTO {table} ({cols}) VALUES ({marks}) {_conflict(engine, info)}"
+        for batch in _sqlite_batches(info, path, fmt if version < 2 else None):
             conn.executemany(sql, batch)
         restored = conn.total_changes - before
         conn.execute("COMMIT")
@@ -106,10 +115,15 @@ def _restore_sqlite(engine: Any, conn: Any, info: TableInfo, path: Path) -> int:
 
 
 def _sqlite_batches(info: TableInfo, path: Path, fmt: Any) -> Any:
-    """The backup's records as SQLite values, 5000 at a time (timestamps in the table's form, blobs as bytes)."""
+    """The backup's records as SQLite values, 5000 at a time, generated columns left out.
+
+    Format 2 (``fmt`` None): every value in the storage class it had. Format 1: text, but
+    timestamps in the table's form and blobs as bytes.
+    """
     ts_i = info.column_index(info.timestamp_column)
     blobs = [i for i, c in enumerate(info.columns) if c.is_blob]
-    records = iter_records(path)
+    keep = [i for i, c in enumerate(info.columns) if not c.generated]
+    records = iter_records(path, typed=fmt is None)
     header = next(records, None)
     if header != info.column_names:
         raise RestoreError(f"{path.name}: header {header} does not match the table's columns")
@@ -117,12 +131,13 @@ def _sqlite_batches(info: TableInfo, path: Path, fmt: Any) -> Any:
     for rec in records:
         if len(rec) != len(info.column_names):
             raise RestoreError(f"{path.name}: a record has {len(rec)} fields, expected {len(info.column_names)}")
-        if rec[ts_i] is not None:
-            rec[ts_i] = csv_to_sqlite(fmt, rec[ts_i])
-        for i in blobs:
-            if rec[i] is not None and rec[i].startswith("\\x"):
-                rec[i] = bytes.fromhex(rec[i][2:])
-        batch.append(rec)
+        if fmt is not None:
+            if rec[ts_i] is not None:
+                rec[ts_i] = csv_to_sqlite(fmt, rec[ts_i])
+            for i in blobs:
+                if rec[i] is not None and rec[i].startswith("\\x"):
+                    rec[i] = bytes.fromhex(rec[i][2:])
+        batch.append(rec if len(keep) == len(rec) else [rec[i] for i in keep])
         if len(batch) >= 5000:
             yield batch
             batch = []
