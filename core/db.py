@@ -125,6 +125,8 @@ def describe_table(settings: Settings, engine: Engine | None = None) -> TableInf
     """
     engine = engine or check_connection(settings)
     schema, name = settings.table_parts
+    if engine.dialect.name == "sqlite":  # names are case-insensitive there: use the stored spelling
+        name = table_identity(settings, engine).name
     insp = inspect(engine)
     try:
         cols = insp.get_columns(name, schema=schema)

@@ -25,7 +25,6 @@ from tests.support.invariants import backup_keys
 from tests.support.processes import run_cli
 
 
-
 def sql(settings, *statements: str) -> None:
     with get_engine(settings).begin() as conn:
         for s in statements:
