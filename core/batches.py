@@ -92,8 +92,13 @@ class Batcher:
     placeholder = "?"  # the DB-API driver's parameter marker
     cutoff_param: Any
 
-    def __init__(self, conn: Any, info: TableInfo, *, cutoff: datetime, batch_size: int, engine: Engine) -> None:
+    def __init__(self, conn: Any, info: TableInfo, *, cutoff: datetime, batch_size: int, engine: Engine,
+                 skip: str = "") -> None:
         self.conn, self.info, self.cutoff, self.batch_size = conn, info, cutoff, batch_size
+        # NOT EXISTS terms (dependents.skip_referenced_sql): rows still referenced through
+        # RESTRICT / NO ACTION are neither counted, copied nor deleted; they stay.
+        self.skip = skip
+        self.skipped = 0  # old rows kept for that reason when the run counted
         self.q = lambda name: quote(engine, name)
         self.table = qualified(engine, info.schema, info.name)
         self.walk = walk_columns(info, self.q)  # the key (or SQLite rowid) batches are cut by
@@ -136,7 +141,14 @@ class Batcher:
             sql, values = key_compare(self.walk, "<=", bound, ph)
             cond.append(sql)
             args.extend(values)
+        if self.skip:
+            cond.append(self.skip)
         return " AND ".join(cond), args
+
+    def _skipped_sql(self) -> tuple[str, list[Any]]:
+        """Count of old rows the skip terms keep (the same cutoff parameter as the batches)."""
+        return (f"SELECT count(*) FROM {self.table} WHERE {self.ts} < {self.placeholder} AND NOT ({self.skip})",
+                [self.cutoff_param])
 
     def _next(self, where: str) -> str:
         """The query of the next batch's last key, count and time span (``limit`` as a parameter)."""
@@ -172,7 +184,10 @@ class PostgresBatcher(Batcher):
         super().__init__(*args, **kwargs)
         from psycopg2 import errors as pg_errors  # imported here: SQLite installs need no psycopg2 import
 
-        self._retryable = (pg_errors.SerializationFailure, pg_errors.LockNotAvailable, pg_errors.DeadlockDetected)
+        # A child row inserted after the snapshot makes the DELETE fail its foreign key: a
+        # concurrent change like any other; the retried batch's NOT EXISTS skips that row.
+        self._retryable = (pg_errors.SerializationFailure, pg_errors.LockNotAvailable, pg_errors.DeadlockDetected,
+                           pg_errors.ForeignKeyViolation)
         self.reader = reader
         self._conns = (self.conn,) if reader is None else (self.conn, reader)
         self.conn.set_session(isolation_level="REPEATABLE READ", autocommit=False)
@@ -195,6 +210,9 @@ class PostgresBatcher(Batcher):
             cur.execute(self._upper_sql(where), args)
             top = cur.fetchone()
             self.upper = None if top is None else key_of(top, len(self.walk))
+            if self.skip:
+                cur.execute(*self._skipped_sql())
+                self.skipped = int(cur.fetchone()[0])
         self.conn.rollback()
         return int(n)
 
@@ -304,6 +322,8 @@ class SqliteBatcher(Batcher):
         n = _one(self.conn, f"SELECT count(*) FROM {self.table} WHERE {where}", args)[0]
         top = _one(self.conn, self._upper_sql(where), args)
         self.upper = None if top is None else key_of(top, len(self.walk))
+        if self.skip:
+            self.skipped = int(_one(self.conn, *self._skipped_sql())[0])
         return int(n)
 
     def _batch(self, writer: MemberWriter, after: Any, journal: Journal) -> BatchDone | None:

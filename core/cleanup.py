@@ -29,8 +29,26 @@ from .backup.store import LocalFolderStore
 from .backup.writer import MemberWriter
 from .batches import Journal, PostgresBatcher, SqliteBatcher
 from .config import Settings
-from .db import LockedConnection, TableInfo, check_connection, describe_table, qualified, quote
-from .errors import BadSetting, CleanupFailed, DatabaseError, PermissionDenied, RetentionError, map_exceptions
+from .db import (
+    LockedConnection,
+    TableInfo,
+    check_connection,
+    describe_table,
+    qualified,
+    quote,
+    table_identity,
+)
+from .dependents import Dependents, run_notes, skip_referenced_sql, table_dependents
+from .errors import (
+    BadSetting,
+    CleanupFailed,
+    DatabaseError,
+    DependentRowsRefused,
+    PermissionDenied,
+    RetentionError,
+    map_exceptions,
+)
+from .identity import TableIdentity
 from .models import NotifyStatus, Progress, RunResult, RunStatus, Trigger, utcnow
 from .notify import notify_run
 from .recovery import get_run_result, list_history, recover_interrupted, settle
@@ -98,13 +116,18 @@ def plan_run(settings: Settings, request: CleanupRequest) -> Run:
     if request.cutoff is None:  # N days are calendar days in the table's zone, as PostgreSQL counts them
         cutoff = resolve_cutoff(retention_days=request.retention_days, cutoff=None,
                                 default_days=settings.retention_days, now=started, zone=info.zone)
+    dependents = table_dependents(engine, info)
+    refusal = dependents.refusal(allow_delete_triggers=settings.allow_delete_triggers)
+    if refusal and not request.dry_run:  # before the lock, the history row or the backup file
+        raise DependentRowsRefused(info.display_name, refusal)
     store = LocalFolderStore.prepare(settings.backup_dir)
     run_id = str(uuid.uuid4())
     final, partial, manifest = backup_names(store.root, info.display_name, run_id, started)
     return Run(settings=settings, engine=engine, info=info, run_id=run_id, cutoff=cutoff, trigger=trigger,
                started=started, t0=t0, batch_size=request.batch_size or settings.batch_size,
                backup_file=final, partial_file=partial, manifest_file=manifest, dry_run=request.dry_run,
-               notify=request.notify, progress=request.progress)
+               notify=request.notify, progress=request.progress, identity=table_identity(settings, engine),
+               dependents=dependents)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,6 +149,16 @@ class Run:
     dry_run: bool
     notify: bool
     progress: Progress | None
+    identity: TableIdentity  # the server's identity of the table: the lock and the run records' key
+    dependents: Dependents  # foreign keys, delete triggers and RLS found when planning
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """RLS, delete triggers that fire; for a dry run, a refusal the real run would meet."""
+        allow = self.settings.allow_delete_triggers
+        refusal = self.dependents.refusal(allow_delete_triggers=allow)
+        found = (f"a cleanup would be refused: {refusal}",) if refusal else ()
+        return found + run_notes(self.dependents, allow_delete_triggers=allow)
 
     @property
     def table(self) -> str:
@@ -139,6 +172,7 @@ class Run:
             rows_deleted=rows, backup_file=None, manifest_file=None, sha256=None,
             notification=NotifyStatus.PENDING, duration_s=round(time.monotonic() - self.t0, 3),
             trigger=self.trigger, started_at=self.started, finished_at=utcnow(), rows_matched=rows,
+            notes=self.notes,
         )
         values.update(fields)
         return RunResult(**values)
@@ -150,13 +184,15 @@ class Run:
             status=r.status, started_at=r.started_at, finished_at=r.finished_at, cutoff=r.cutoff,
             rows_archived=r.rows_archived, rows_deleted=r.rows_deleted, rows_matched=r.rows_matched,
             backup_file=r.backup_file, manifest_file=r.manifest_file, sha256=r.sha256,
-            notification=r.notification, error=r.error, pid=os.getpid(),
+            notification=r.notification, error=r.error, pid=os.getpid(), table_key=self.identity.key,
+            rows_skipped=r.rows_skipped, notes="\n".join(r.notes) or None,
         )
 
     def count_only(self) -> RunResult:
         """The dry run: count what would go, record it, change nothing else."""
         p = preview(self.settings, cutoff=self.cutoff, engine=self.engine, info=self.info)
-        result = self.result(RunStatus.DRY_RUN, rows_matched=p.rows_to_delete, notification=NotifyStatus.SKIPPED)
+        result = self.result(RunStatus.DRY_RUN, rows_matched=p.rows_to_delete, notification=NotifyStatus.SKIPPED,
+                             rows_skipped=p.rows_skipped)
         try:
             with map_exceptions():
                 self.record(result)
@@ -203,16 +239,20 @@ class Run:
             fmt = detect_sqlite_format(conn.dbapi, qualified(self.engine, self.info.schema, self.info.name),
                                        quote(self.engine, self.info.timestamp_column), full=True)
             return SqliteBatcher(conn.dbapi, self.info, cutoff=self.cutoff, batch_size=self.batch_size,
-                                 engine=self.engine, fmt=fmt), fmt
+                                 engine=self.engine, fmt=fmt, skip=self._skip()), fmt
         return PostgresBatcher(conn.dbapi, self.info, cutoff=self.cutoff, batch_size=self.batch_size,
-                               engine=self.engine, reader=_second_connection(conn)), None
+                               engine=self.engine, reader=_second_connection(conn), skip=self._skip()), None
+
+    def _skip(self) -> str:
+        return skip_referenced_sql(self.dependents, table=qualified(self.engine, self.info.schema, self.info.name),
+                                   quote=lambda name: quote(self.engine, name))
 
     def archive_and_delete(self, conn: LockedConnection) -> RunResult:
         """Batches until no old row is left, then finish the backup and record success."""
         batcher, fmt = self._batcher(conn)
         total = batcher.count()
         if total == 0:
-            result = self.result(RunStatus.NOTHING_TO_DO)
+            result = self.result(RunStatus.NOTHING_TO_DO, rows_skipped=batcher.skipped)
             self.record(result)
             log.info("nothing to do: no row of %s is older than %s", self.table, self.cutoff.isoformat())
             return result
@@ -220,7 +260,8 @@ class Run:
             self.engine, self.info.schema, run_id=self.run_id, table_name=self.table, trigger=self.trigger,
             status=RunStatus.RUNNING, started_at=self.started, cutoff=self.cutoff,
             partial_file=str(self.partial_file), backup_file=str(self.backup_file),
-            manifest_file=str(self.manifest_file), pid=os.getpid(),
+            manifest_file=str(self.manifest_file), pid=os.getpid(), table_key=self.identity.key,
+            rows_skipped=batcher.skipped, notes="\n".join(self.notes) or None,
         )
         journal = Journal(self.run_id)
         writer: MemberWriter | None = None
@@ -237,6 +278,9 @@ class Run:
                     self.info, run_id=self.run_id, cutoff=self.cutoff, span=(journal.min_ts, journal.max_ts),
                     deflate=codec_for(self.settings.gzip_level).library, sqlite_format=fmt, settings=self.settings,
                 )
+                if self.dependents.delete_hooks:  # allowed, or plan_run would have refused
+                    fields["delete_triggers_fired"] = [f"{h.kind} {h.name} on {h.table}"
+                                                       for h in self.dependents.delete_hooks]
                 final, manifest, scan = finish_backup(
                     partial=self.partial_file, final=self.backup_file, committed_bytes=writer.size,
                     rows=journal.rows, sha256=writer.sha.hexdigest(), known=writer.verified(),
@@ -257,7 +301,7 @@ class Run:
                  final.name, scan.sha256[:12])
         return self.result(RunStatus.SUCCESS, rows=journal.rows, backup_file=str(final),
                            manifest_file=str(manifest), sha256=scan.sha256, backup_bytes=scan.size_bytes,
-                           finished_at=finished)
+                           finished_at=finished, rows_skipped=batcher.skipped)
 
     def _batches(self, batcher: Any, writer: MemberWriter, journal: Journal, total: int) -> None:
         if self.progress:

@@ -52,6 +52,7 @@ def _run_text(r: RunResult) -> str:
         lines.append(f"backup:    {r.backup_file} ({human_bytes(r.backup_bytes)}, sha256 {r.sha256})")
     if r.recovered_runs:
         lines.append(f"recovered: interrupted runs {', '.join(r.recovered_runs)}")
+    lines += [f"note:      {n}" for n in r.notes]
     detail = f" ({r.notification_detail})" if r.notification_detail and r.notification != "sent" else ""
     lines.append(f"run:       {r.run_id} in {human_duration(r.duration_s)}; Slack: {r.notification}{detail}")
     return "\n".join(lines)
@@ -104,6 +105,8 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> None:
     """The cleanup. Quiet on success when stdout is not a terminal (cron mails only failures)."""
+    if args.allow_delete_triggers:
+        settings = settings.with_overrides(allow_delete_triggers=True)
     r = cleanup.run_cleanup(
         settings, cutoff=args.cutoff, retention_days=args.retention_days, dry_run=args.dry_run,
         notify=not args.no_notify, batch_size=args.batch_size, trigger=args.trigger,
@@ -137,7 +140,8 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> None:
     runs = cleanup.list_history(settings, limit=args.limit)
-    lines = [f"{timestamp(r.started_at)}  {r.status:<13} {r.trigger:<9} {r.rows_deleted:>10,} rows  "
+    lines = [f"{timestamp(r.started_at)}  {'awaiting recovery' if r.awaiting_recovery else r.status:<13} "
+             f"{r.trigger:<9} {r.rows_deleted:>10,} rows  "
              f"Slack {r.notification:<7} {r.run_id}" + (f"\n    error: {r.error}" if r.error else "")
              for r in runs]
     _print(args, {"runs": runs}, "\n".join(lines) or "no runs yet")
@@ -215,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     _cutoff_args(p)
     p.add_argument("--dry-run", action="store_true", help="count only; change nothing")
     p.add_argument("--no-notify", action="store_true", help="do not report to Slack")
+    p.add_argument("--allow-delete-triggers", action="store_true",
+                   help="let user DELETE triggers/rules on the table fire (CLEANUP_ALLOW_DELETE_TRIGGERS)")
     p.add_argument("--batch-size", type=_positive, metavar="N", help="rows per delete transaction")
     p.add_argument("--trigger", default="cli", choices=["cli", "http", "dashboard"], help=argparse.SUPPRESS)
     command("backups", cmd_backups, "list backups")

@@ -167,6 +167,12 @@ def _check_zone(env: str, zone: str | None) -> None:
         raise BadSetting(env, zone, "is not an IANA time zone name (e.g. Asia/Seoul, UTC)") from None
 
 
+def _check_dependents(env: str, value: str) -> None:
+    if value != "refuse":  # "archive" (dependents archived with their parents) is planned
+        raise BadSetting(env, value, "archive is planned, not available yet; must be refuse"
+                         if value == "archive" else "must be refuse")
+
+
 def _min_length(chars: int) -> Check:
     """A secret of at least ``chars`` characters; the refusal never shows the value."""
 
@@ -245,6 +251,10 @@ class Settings:
     dashboard_password: str | None = setting(
         "DASHBOARD_PASSWORD", None, "dashboard password when OIDC login is not configured",
         check=_min_length(12), secret=True)
+    cleanup_dependents: str = setting("CLEANUP_DEPENDENTS", "refuse", "refuse a cleanup that would cascade, "
+                                      "set null or set default on other tables' rows", check=_check_dependents)
+    allow_delete_triggers: bool = setting("CLEANUP_ALLOW_DELETE_TRIGGERS", False,
+                                          "let user DELETE triggers and rules on the table fire (recorded)")
     trusted_hosts: str | None = setting(
         "TRUSTED_HOSTS", None, "host names besides loopback the dashboard serves without a password "
         "(comma-separated; behind a reverse proxy)")

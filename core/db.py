@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import logging
 import os
 import time
@@ -24,6 +23,7 @@ from sqlalchemy.sql import sqltypes
 
 from .config import Settings, mask_url
 from .errors import BadSetting, DatabaseUnavailable, LockHeld
+from .identity import TableIdentity, postgres_identity, sqlite_identity, sqlite_lock_path
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,8 @@ def describe_table(settings: Settings, engine: Engine | None = None) -> TableInf
     from .shape import column_flags, sqlite_rowid, table_zone  # shape imports this module
     engine = engine or check_connection(settings)
     schema, name = settings.table_parts
+    if engine.dialect.name == "sqlite":  # names are case-insensitive there: use the stored spelling
+        name = table_identity(settings, engine).name
     insp = inspect(engine)
     try:
         cols = insp.get_columns(name, schema=schema)
@@ -206,17 +208,31 @@ def index_warning(info: TableInfo) -> str | None:
 # The cleanup lock
 
 
+def table_identity(settings: Settings, engine: Engine | None = None) -> TableIdentity:
+    """The server's identity of the log table (docs/design.md, "Locking by identity"). Reads only.
+
+    Every spelling of one table (host name, omitted port, ``public.`` prefix, relative or
+    symlinked SQLite path, letter case on SQLite) gives the same identity. Raises
+    BadSetting when the table does not exist, DatabaseUnavailable when unreachable.
+    """
+    engine = engine or check_connection(settings)
+    schema, name = settings.table_parts
+    try:
+        with engine.connect() as conn:
+            dbapi = conn.connection.driver_connection
+            if engine.dialect.name == "sqlite":
+                return sqlite_identity(dbapi, database=make_url(settings.database_url).database or "", table=name)
+            return postgres_identity(dbapi, schema=schema, table=name)
+    except LookupError:
+        raise BadSetting("LOG_TABLE", settings.table, "no such table in the database") from None
+    except SQLAlchemyError as exc:
+        why = str(getattr(exc, "orig", exc)).strip().splitlines()
+        raise DatabaseUnavailable(mask_url(settings.database_url), why[0] if why else "unknown") from None
+
+
 def lock_key(settings: Settings) -> int:
-    """A stable signed 64-bit key for ``pg_advisory_lock``, per database and table."""
-    url = make_url(settings.database_url)
-    ident = f"log-retention:{url.host}:{url.port}:{url.database}:{settings.table}"
-    return int.from_bytes(hashlib.sha256(ident.encode()).digest()[:8], "big", signed=True)
-
-
-def sqlite_lock_path(settings: Settings) -> Path:
-    """The lock file beside the SQLite database, one per table."""
-    db = Path(make_url(settings.database_url).database or "").resolve()
-    return db.with_name(f"{db.name}.{settings.table}.cleanup-lock")
+    """The signed 64-bit ``pg_advisory_lock`` key of the table, the same for every spelling."""
+    return table_identity(settings).lock_key
 
 
 class SqliteFileLock:
@@ -226,8 +242,8 @@ class SqliteFileLock:
     lock; two opens in one process also exclude each other (dashboard + trigger).
     """
 
-    def __init__(self, settings: Settings) -> None:
-        self.path = sqlite_lock_path(settings)
+    def __init__(self, settings: Settings, identity: TableIdentity | None = None) -> None:
+        self.path = sqlite_lock_path(identity or table_identity(settings))
         self.table = settings.table
         self._fd: int | None = None
 
@@ -261,8 +277,11 @@ def pg_try_lock(raw_conn: Any, key: int) -> bool:
 def cleanup_running(settings: Settings) -> bool:
     """True when some process holds this table's cleanup lock right now. Changes nothing."""
     engine = get_engine(settings)
+    identity = table_identity(settings, engine)
     if engine.dialect.name == "sqlite":
-        lock = SqliteFileLock(settings)
+        lock = SqliteFileLock(settings, identity)
+        if not lock.path.exists():  # never held since it was made: nothing runs, and a probe creates no file
+            return False
         try:
             lock.acquire()
         except LockHeld:
@@ -270,7 +289,7 @@ def cleanup_running(settings: Settings) -> bool:
         lock.release()
         return False
     # Read pg_locks rather than try the lock: a probe must never make a real cleanup lose.
-    k = lock_key(settings) & 0xFFFFFFFFFFFFFFFF
+    k = identity.lock_key & 0xFFFFFFFFFFFFFFFF
     with engine.connect() as conn:
         held = conn.exec_driver_sql(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
@@ -302,13 +321,14 @@ class LockedConnection:
         holds the lock for microseconds and must not make a real cleanup give up.
         """
         deadline = time.monotonic() + patience_s
+        identity = table_identity(self.settings, self.engine)
         while True:
             try:
                 if self.engine.dialect.name == "sqlite":
-                    lock = SqliteFileLock(self.settings)
+                    lock = SqliteFileLock(self.settings, identity)
                     lock.acquire()
                     self._file_lock = lock
-                elif not pg_try_lock(self.dbapi, lock_key(self.settings)):
+                elif not pg_try_lock(self.dbapi, identity.lock_key):
                     raise LockHeld(self.settings.table)
                 return
             except LockHeld:

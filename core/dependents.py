@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import DatabaseError, map_exceptions
+
 log = logging.getLogger(__name__)
 
 # PostgreSQL pg_constraint.confdeltype codes, and the SQL words SQLite reports.
@@ -118,6 +120,31 @@ class Dependents:
             out.append("row-level security applies to this role: other old rows may exist that it cannot see, "
                        "and they are neither counted nor archived")
         return tuple(out)
+
+
+def run_notes(dependents: Dependents, *, allow_delete_triggers: bool) -> tuple[str, ...]:
+    """Lines a run records in its result and history: delete triggers that fired, RLS."""
+    out = []
+    if dependents.delete_hooks and allow_delete_triggers:
+        out.append("delete triggers fired (CLEANUP_ALLOW_DELETE_TRIGGERS): "
+                   + ", ".join(f"{h.kind} {h.name} on {h.table}" for h in dependents.delete_hooks))
+    if dependents.row_security:
+        out.append("row-level security applies to this role: other old rows may exist that it cannot see; "
+                   "they were neither counted nor archived")
+    return tuple(out)
+
+
+def table_dependents(engine: Any, info: Any) -> Dependents:
+    """:func:`find_dependents` for the log table of ``info`` (a db.TableInfo), on a pooled connection.
+
+    Reads only. Raises DatabaseError (translated driver errors).
+    """
+    with map_exceptions(), engine.connect() as conn:
+        try:
+            return find_dependents(conn.connection.driver_connection, dialect=info.dialect, schema=info.schema,
+                                   table=info.name)
+        except LookupError as exc:
+            raise DatabaseError(f"cannot read the catalog of {info.display_name}: {exc}") from None
 
 
 def skip_referenced_sql(dependents: Dependents, *, table: str, quote: Callable[[str], str]) -> str:

@@ -59,6 +59,16 @@ class LockHeld(RetentionError):
         super().__init__(f"another cleanup of {table} is running; nothing was changed")
 
 
+class DependentRowsRefused(RetentionError):
+    """Deleting log rows would change rows of other tables (foreign keys, delete triggers); nothing was written."""
+
+    exit_code = 2
+
+    def __init__(self, table: str, why: str) -> None:
+        self.table, self.why = table, why
+        super().__init__(f"cleanup of {table} refused: {why}")
+
+
 class CleanupFailed(RetentionError):
     """A cleanup stopped. Rows already deleted are in a backup that verifies."""
 

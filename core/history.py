@@ -29,7 +29,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     inspect,
+    or_,
     select,
     text,
     update,
@@ -50,6 +52,9 @@ VERSION_TABLE = "retention_schema"
 # Version 1 is the table as first released. Append only; never edit a released step.
 MIGRATIONS: tuple[tuple[int, Column], ...] = (
     (2, Column("rows_matched", BigInteger)),  # rows older than the cutoff when the run looked (dry runs)
+    (3, Column("table_key", String(300))),  # the server's canonical schema.table (core.identity): every spelling
+    (4, Column("rows_skipped", BigInteger)),  # old rows kept: still referenced through RESTRICT / NO ACTION
+    (5, Column("notes", Text)),  # what the operator should know: RLS, delete triggers that fired (one per line)
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0] if MIGRATIONS else 1
 
@@ -221,16 +226,25 @@ def get_run(engine: Engine, schema: str | None, run_id: str) -> dict[str, Any] |
 
 
 def list_runs(
-    engine: Engine, schema: str | None, table_name: str | None = None, *, limit: int = 100,
-    status: RunStatus | None = None,
+    engine: Engine, schema: str | None, table_name: str | tuple[str, ...] | None = None, *, limit: int = 100,
+    status: RunStatus | None = None, table_key: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Runs newest first (optionally of one table or one status). Read-only."""
+    """Runs newest first (optionally of one table or one status). Read-only.
+
+    ``table_key`` (the server's identity, core.identity) selects the table's runs under
+    every spelling; rows written before that column existed match by ``table_name``
+    (one name or several).
+    """
     table = readable_table(engine, schema)
     if table is None:
         return []
     query = select(table).order_by(table.c.started_at.desc()).limit(limit)
-    if table_name:
-        query = query.where(table.c.table_name == table_name)
+    names = (table_name,) if isinstance(table_name, str) else tuple(table_name or ())
+    if table_key and "table_key" in table.c:
+        query = query.where(or_(table.c.table_key == table_key,
+                                and_(table.c.table_key.is_(None), table.c.table_name.in_(names))))
+    elif names:
+        query = query.where(table.c.table_name.in_(names))
     if status:
         query = query.where(table.c.status == status.value)
     with engine.connect() as conn:
@@ -260,6 +274,8 @@ def row_to_result(row: dict[str, Any]) -> RunResult:
         notification_detail=row.get("notification_detail"),
         backup_bytes=row.get("backup_bytes"),
         rows_matched=int(row.get("rows_matched") or 0),
+        rows_skipped=int(row.get("rows_skipped") or 0),
+        notes=tuple((row.get("notes") or "").splitlines()),
     )
 
 

@@ -107,6 +107,8 @@ class Preview:
     oldest: datetime | None
     newest: datetime | None
     warnings: tuple[str, ...] = ()
+    rows_skipped: int = 0  # old rows a cleanup would keep: still referenced through RESTRICT / NO ACTION
+    refusal: str | None = None  # why a cleanup would be refused now (dependent rows, delete triggers)
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,11 @@ class RunResult:
     backup_bytes: int | None = None
     rows_matched: int = 0  # rows older than the cutoff when the run looked (a dry run's answer)
     recovered_runs: tuple[str, ...] = ()
+    rows_skipped: int = 0  # old rows kept: other rows still reference them (RESTRICT / NO ACTION)
+    notes: tuple[str, ...] = ()  # row-level security, delete triggers that fired, a refusal a dry run found
+    # Read from history: status 'running' while no process holds the table's lock. The next
+    # cleanup recovers it; readers never write (docs/design.md, "Locking by identity").
+    awaiting_recovery: bool = False
 
 
 @dataclass(frozen=True)

@@ -81,13 +81,34 @@ _HEADLINES = {
 }
 
 
+AWAITING_RECOVERY = "⚠️ interrupted, awaiting recovery"
+
+
+def status_label(r: RunResult) -> str:
+    """The run's status label; a dead run not yet recovered reads "interrupted, awaiting recovery"."""
+    return AWAITING_RECOVERY if r.awaiting_recovery else RunStatus(r.status).label
+
+
+def skipped_sentence(r: RunResult) -> str:
+    """'' or the sentence about old rows kept because other rows still reference them."""
+    if not r.rows_skipped:
+        return ""
+    return (f" {plural(r.rows_skipped, 'old row')} still referenced by other tables (RESTRICT / NO ACTION) "
+            f"{'was' if r.rows_skipped == 1 else 'were'} kept.")
+
+
 def lead_sentence(r: RunResult) -> str:
     """The one sentence that says what a run did (plain text, no markup)."""
     cutoff = timestamp(r.cutoff)
     status = RunStatus(r.status)
+    if r.awaiting_recovery:
+        return (f"A cleanup of {r.table} older than {cutoff} was interrupted; the next cleanup recovers it "
+                "(finishes the backup of the rows it deleted).")
     if status is RunStatus.SUCCESS:
         return (f"Archived {plural(r.rows_archived, 'row')} of {r.table} older than {cutoff} to a verified "
-                f"backup and deleted {count(r.rows_deleted)} of them from the table.")
+                f"backup and deleted {count(r.rows_deleted)} of them from the table.{skipped_sentence(r)}")
+    if status is RunStatus.NOTHING_TO_DO and r.rows_skipped:
+        return f"No row of {r.table} older than {cutoff} could go; nothing was archived or deleted.{skipped_sentence(r)}"
     if status is RunStatus.NOTHING_TO_DO:
         return f"No row of {r.table} is older than {cutoff}; nothing was archived or deleted."
     if status is RunStatus.DRY_RUN:
@@ -111,9 +132,11 @@ def describe_run(r: RunResult) -> RunText:
     """Headline, lead sentence and facts of one run, as every front end shows them."""
     facts = [
         ("Table", r.table),
-        ("Status", RunStatus(r.status).label),
+        ("Status", status_label(r)),
         ("Rows archived", count(r.rows_archived)),
         ("Rows deleted", count(r.rows_deleted)),
+        *((("Rows skipped", f"{count(r.rows_skipped)} (still referenced)"),) if r.rows_skipped else ()),
+        *((("Notes", " · ".join(r.notes)),) if r.notes else ()),
         ("Cutoff", f"older than {timestamp(r.cutoff)}"),
         ("Duration", human_duration(r.duration_s)),
         ("Trigger", str(r.trigger)),

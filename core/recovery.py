@@ -9,6 +9,7 @@ a manifest, and the row is marked ``interrupted`` (docs/design.md, "Recovery").
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,17 @@ from .backup.finish import finish_backup, remove_partial
 from .backup.manifest import build_manifest
 from .backup.scan import Scan
 from .config import Settings
-from .db import LockedConnection, TableInfo, check_connection, describe_table, get_engine, qualified, quote
-from .errors import LockHeld, RetentionError, map_exceptions
+from .db import (
+    TableInfo,
+    check_connection,
+    cleanup_running,
+    describe_table,
+    get_engine,
+    qualified,
+    quote,
+    table_identity,
+)
+from .errors import RetentionError, map_exceptions
 from .models import RunResult, RunStatus, utcnow
 from .timefmt import SqliteTsFormat, as_utc, detect_sqlite_format
 
@@ -40,10 +50,11 @@ def recover_interrupted(
     """
     engine = engine or get_engine(settings)
     info = info or describe_table(settings, engine)
-    rows = history.list_runs(engine, info.schema, info.display_name, status=RunStatus.RUNNING, limit=1000)
+    scope = history_scope(settings, engine, info)
+    rows = history.list_runs(engine, info.schema, status=RunStatus.RUNNING, limit=1000, **scope)
     # Runs that ended (failed, or an earlier recovery) with the backup of rows they deleted
     # unfinished (e.g. the disk was full for the manifest): finish it now, keep their status.
-    rows += [r for r in history.list_runs(engine, info.schema, info.display_name, limit=1000)
+    rows += [r for r in history.list_runs(engine, info.schema, limit=1000, **scope)
              if r["status"] != RunStatus.RUNNING and r.get("partial_file") and int(r["rows_deleted"] or 0) > 0]
     out = []
     for row in rows:
@@ -119,28 +130,35 @@ def _sqlite_format(engine: Engine, info: TableInfo) -> SqliteTsFormat | None:
         return SqliteTsFormat()
 
 
-def list_history(settings: Settings, *, limit: int = 100) -> list[RunResult]:
-    """Past runs of the table, newest first.
+def history_scope(settings: Settings, engine: Engine, info: TableInfo | None = None) -> dict[str, Any]:
+    """``list_runs`` arguments selecting this table's runs under every spelling (core.identity).
 
-    A run still marked 'running' while nobody holds the cleanup lock died: it is
-    recovered here (lock taken, backup completed, row marked interrupted), so the
-    history never shows a dead run as running. Never creates or migrates the history
-    table by itself. Raises DatabaseUnavailable, BadSetting.
+    Rows written before the ``table_key`` column existed match by the name they were
+    recorded under: the settings' spelling, or the canonical one. Reads only.
+    """
+    ident = table_identity(settings, engine)
+    names = {settings.table, ident.key, info.display_name if info else settings.table}
+    if ident.schema in (None, "public"):
+        names.add(ident.name)
+    return {"table_name": tuple(sorted(names)), "table_key": ident.key}
+
+
+def list_history(settings: Settings, *, limit: int = 100) -> list[RunResult]:
+    """Past runs of the table (under every spelling of its name), newest first. Read-only.
+
+    Never writes: a run still marked 'running' while nobody holds the cleanup lock died;
+    it is shown with ``awaiting_recovery`` set, and the next cleanup (which holds the
+    lock) recovers it. Never creates or migrates the history table. Raises
+    DatabaseUnavailable, BadSetting.
     """
     engine = check_connection(settings)
-    schema = settings.table_parts[0]
-    rows = history.list_runs(engine, schema, settings.table, limit=limit)
-    if any(r["status"] == RunStatus.RUNNING for r in rows):
-        conn = LockedConnection(settings, engine)
-        try:
-            conn.lock()
-            recover_interrupted(settings, engine=engine)
-            rows = history.list_runs(engine, schema, settings.table, limit=limit)
-        except LockHeld:
-            pass  # a cleanup really is running
-        finally:
-            conn.close()
-    return [history.row_to_result(r) for r in rows]
+    scope = history_scope(settings, engine)
+    free_before = not cleanup_running(settings)
+    rows = history.list_runs(engine, settings.table_parts[0], limit=limit, **scope)
+    dead = free_before and any(r["status"] == RunStatus.RUNNING for r in rows) and not cleanup_running(settings)
+    results = [history.row_to_result(r) for r in rows]
+    return [dataclasses.replace(r, awaiting_recovery=True) if dead and r.status is RunStatus.RUNNING else r
+            for r in results]
 
 
 def get_run_result(settings: Settings, run_id: str) -> RunResult | None:

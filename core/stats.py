@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from .config import Settings
 from .db import TableInfo, check_connection, describe_table, index_warning, qualified, quote
+from .dependents import skip_referenced_sql, table_dependents
 from .models import BucketCount, DayCount, Preview, Stats, utcnow
 from .shape import cutoff_value, ts_to_utc
 from .timefmt import as_utc, cutoff_for_days, detect_sqlite_format, resolve_cutoff
@@ -50,20 +51,33 @@ def preview(
     engine: Engine | None = None,
     info: TableInfo | None = None,
 ) -> Preview:
-    """How many rows a cleanup would archive and delete now, and their time span. Read-only."""
+    """How many rows a cleanup would archive and delete now, and their time span. Read-only.
+
+    Rows still referenced through RESTRICT / NO ACTION are counted apart (``rows_skipped``),
+    with the batches' own predicate; a cleanup that would be refused (dependent rows,
+    delete triggers) says so in ``refusal`` and the warnings, as does row-level security.
+    """
     resolve_cutoff(retention_days=retention_days, cutoff=cutoff, default_days=settings.retention_days)  # checks
     engine, info = _context(settings, engine, info)
     the_cutoff = resolve_cutoff(retention_days=retention_days, cutoff=cutoff, default_days=settings.retention_days,
                                 zone=info.zone)
+    deps = table_dependents(engine, info)
     with engine.connect() as conn:
         q = _Q(engine, conn, info)
+        skip = skip_referenced_sql(deps, table=q.table, quote=lambda name: quote(engine, name))
+        old = f"{q.ts} < :c"
         n, lo, hi = conn.execute(
-            text(f"SELECT count(*), min({q.ts}), max({q.ts}) FROM {q.table} WHERE {q.ts} < :c"), {"c": q.bound(the_cutoff)}
+            text(f"SELECT count(*), min({q.ts}), max({q.ts}) FROM {q.table} WHERE {old}{' AND ' + skip if skip else ''}"),
+            {"c": q.bound(the_cutoff)},
         ).one()
+        skipped = conn.execute(text(f"SELECT count(*) FROM {q.table} WHERE {old} AND NOT ({skip})"),
+                               {"c": q.bound(the_cutoff)}).scalar_one() if skip else 0
         total = conn.execute(text(f"SELECT count(*) FROM {q.table}")).scalar_one()
-    warnings = tuple(w for w in (index_warning(info),) if w)
+    allow = settings.allow_delete_triggers
+    warnings = tuple(w for w in (index_warning(info),) if w) + deps.warnings(allow_delete_triggers=allow)
     return Preview(info.display_name, the_cutoff, int(n), int(total), ts_to_utc(info, lo),
-                   ts_to_utc(info, hi), warnings)
+                   ts_to_utc(info, hi), warnings, rows_skipped=int(skipped),
+                   refusal=deps.refusal(allow_delete_triggers=allow))
 
 
 def preview_sample(

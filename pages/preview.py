@@ -35,7 +35,8 @@ c3.metric("Estimated backup size", human_bytes(estimate), border=True,
 c4, c5, c6 = st.columns(3)
 c4.metric("Oldest affected", fmt.day(p.oldest), border=True, help=timestamp(p.oldest))
 c5.metric("Newest affected", fmt.day(p.newest), border=True, help=timestamp(p.newest))
-c6.metric("Rows kept", count(p.total_rows - p.rows_to_delete), border=True)
+c6.metric("Rows kept", count(p.total_rows - p.rows_to_delete), border=True,
+          help=f"{count(p.rows_skipped)} of them are old but still referenced by other rows" if p.rows_skipped else None)
 
 if not p.rows_to_delete:
     st.info("No row is older than this cutoff: a cleanup now would have nothing to do.", icon=":material/check:")

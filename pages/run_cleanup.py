@@ -78,10 +78,14 @@ def show_summary(job: TrackedRun) -> None:
         st.error(lead_sentence(r), icon=":material/error:")
     if r is None or r.status == RunStatus.DRY_RUN:
         return
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
     c1.metric("Rows archived", count(r.rows_archived), border=True)
     c2.metric("Rows deleted", count(r.rows_deleted), border=True)
-    c3.metric("Duration", human_duration(r.duration_s), border=True)
+    c3.metric("Rows skipped", count(r.rows_skipped), border=True,
+              help="Old rows kept because other rows still reference them (RESTRICT / NO ACTION).")
+    c4.metric("Duration", human_duration(r.duration_s), border=True)
+    for note in r.notes:
+        st.info(note, icon=":material/info:")
     if r.backup_file:
         st.markdown(f"**Backup file:** `{fmt.file_name(r.backup_file)}` ({human_bytes(r.backup_bytes)})")
         st.markdown("**SHA-256:**")
@@ -138,7 +142,12 @@ except RetentionError as exc:
     st.error(exc.one_line(), icon=":material/error:")
     st.stop()
 st.markdown(f"**{count(p.rows_to_delete)}** of {count(p.total_rows)} rows of **{p.table}** are older "
-            f"than **{timestamp(p.cutoff)}**.")
-if st.button("Run Cleanup", type="primary", key="run_cleanup", icon=":material/delete_sweep:"):
+            f"than **{timestamp(p.cutoff)}**"
+            + (f"; {count(p.rows_skipped)} more are kept because other rows still reference them." if p.rows_skipped
+               else "."))
+for warning in p.warnings:
+    st.warning(warning, icon=":material/warning:")
+if st.button("Run Cleanup", type="primary", key="run_cleanup", icon=":material/delete_sweep:",
+             disabled=bool(p.refusal) and not dry_run, help=p.refusal):
     st.session_state[PENDING] = {"cutoff": p.cutoff, "rows": p.rows_to_delete, "dry_run": dry_run, "table": p.table}
     confirm_dialog(settings)

@@ -9,8 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
-from ..db import LockedConnection, TableInfo, check_connection, describe_table, qualified, quote
+from ..db import (
+    LockedConnection,
+    TableInfo,
+    check_connection,
+    describe_table,
+    qualified,
+    quote,
+    table_identity,
+)
 from ..errors import BackupMismatch, RestoreError
+from ..identity import TableIdentity
 from ..models import RestoreResult
 from ..timefmt import csv_to_sqlite, detect_sqlite_format
 from .catalog import manifest_of, resolve_backup, verify_backup
@@ -31,7 +40,7 @@ def restore_backup(settings: Settings, name: str | Path) -> RestoreResult:
     m = manifest_of(path)
     engine = check_connection(settings)
     info = describe_table(settings, engine)
-    if m.get("table") != info.display_name:
+    if not _same_table(str(m.get("table")), table_identity(settings, engine)):
         raise RestoreError(f"{path.name} is a backup of {m.get('table')!r}, not of {info.display_name!r}")
     names = [c.get("name") for c in m.get("columns") or []]
     if names != info.column_names:
@@ -55,6 +64,14 @@ def restore_backup(settings: Settings, name: str | Path) -> RestoreResult:
     log.info("restored %d rows of %s into %s (%d already present)", restored, path.name, info.display_name,
              result.rows_skipped)
     return result
+
+
+def _same_table(recorded: str, ident: TableIdentity) -> bool:
+    """Whether a manifest's table name, however it was spelled (``public.`` or not; letter case
+    on SQLite), names the table the server resolved now."""
+    if ident.schema is None:
+        return recorded.lower() == ident.name.lower()
+    return recorded == ident.key or ("." not in recorded and recorded == ident.name)
 
 
 def _written(engine: Any, info: TableInfo) -> str:

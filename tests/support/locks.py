@@ -13,7 +13,8 @@ from sqlalchemy.engine import make_url
 
 from core import cleanup_running
 from core.config import Settings
-from core.db import get_engine, lock_key, sqlite_lock_path
+from core.db import get_engine, lock_key, table_identity
+from core.identity import sqlite_lock_path
 from tests.support.databases import TABLE
 
 
@@ -30,7 +31,7 @@ def lock_holder_seen(settings: Settings) -> bool:
     """True when some process holds the table's cleanup lock, observed without trying to take it
     (a probe that takes the lock could make a starting cleanup think another one runs)."""
     if settings.database_url.startswith("sqlite"):
-        path = sqlite_lock_path(settings)
+        path = sqlite_lock_path(table_identity(settings))
         if not path.exists():
             return False
         st = path.stat()

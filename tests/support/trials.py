@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from core.config import Settings
 from tests.support import ROOT
@@ -33,6 +34,26 @@ BATCH_MIN, BATCH_MAX = 50, 500
 def run_args(batch: int) -> list[str]:
     """The CLI arguments of a trial's cleanup."""
     return ["run", "--batch-size", str(batch), "--no-notify", "--retention-days", str(RETENTION_DAYS), "--json"]
+
+
+def respelled(s: Settings, n: int, *, cli: bool) -> Settings:
+    """Spelling ``n`` of the same table: killers and recoverers must meet one lock and one history.
+
+    PostgreSQL: localhost or 127.0.0.1, the port given or omitted, ``public.`` or not.
+    SQLite: absolute, relative (only for the CLI, which runs in the trial folder), through a
+    symlink, or with ``/./`` in the path.
+    """
+    url = make_url(s.database_url)
+    if url.get_backend_name() == "sqlite":
+        real = Path(url.database)
+        link = real.with_name("spelled-link.db")
+        if not link.exists():
+            link.symlink_to(real)
+        forms = [str(real), str(link), f"{real.parent}/./{real.name}"] + ([real.name] if cli else [])
+        return s.with_overrides(database_url=f"sqlite:///{forms[n % len(forms)]}")
+    host, port, schema = ("127.0.0.1", "localhost")[n % 2], (url.port, None)[(n // 2) % 2], ("", "public.")[n % 3 == 1]
+    return s.with_overrides(database_url=url.set(host=host, port=port).render_as_string(hide_password=False),
+                            table=f"{schema}{s.table}")
 
 
 def plan(kind: str, trial: int, trials: int) -> tuple[random.Random, int, float]:
