@@ -14,24 +14,34 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.engine import make_url
 
+from .checks import (
+    PARSER_BY_TYPE,
+    Check,
+    Parser,
+    between,
+    check_database_url,
+    check_days,
+    check_dependents,
+    check_identifier,
+    check_not_empty,
+    check_table,
+    check_timeout,
+    check_zone,
+    mask_url,
+    min_length,
+    to_text,
+)
 from .errors import BadSetting
 
 log = logging.getLogger(__name__)
-
-# A plain SQL name: what we accept for tables and columns from configuration.
-# Anything else (quotes, spaces, semicolons) is refused rather than escaped.
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 DEFAULT_BATCH_SIZE = 50_000
 ENV_FILE = ".env"
@@ -39,149 +49,6 @@ ENV_FILE = ".env"
 # later files override earlier ones (the project's over the user's), as in Streamlit.
 DASHBOARD_SECRETS_FILES = ("~/.streamlit/secrets.toml", ".streamlit/secrets.toml")
 SHOWN_FOR_A_SECRET = "•••••• (set)"
-GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
-
-# Query parameters of a database URL whose values are secrets (case-insensitive); a
-# key ending in one of the _SECRET_SUFFIXES counts too (``sslpassword``, ``api_token``).
-_SECRET_QUERY_KEYS = frozenset({"password", "sslpassword", "token", "key", "secret", "access_token", "api_key"})
-_SECRET_SUFFIXES = ("password", "secret", "token", "_key")
-
-Parser = Callable[[str, Any], Any]  # (env name, raw value) -> typed value, or BadSetting
-Check = Callable[[str, Any], None]  # (env name, typed value) -> None, or BadSetting
-
-
-def mask_url(url: str) -> str:
-    """The URL for display: its password and every secret query parameter shown as ``***``.
-
-    Used for every display of a database URL (pages, logs, errors, history). Never raises:
-    an unparseable URL is shown by its scheme only.
-    """
-    try:
-        parsed = make_url(url)
-        shown = parsed.set(query={}).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 (whatever the parser chokes on, show no more than the scheme)
-        return url.split(":", 1)[0] + ":…"
-    params = []
-    for key, values in parsed.query.items():
-        for value in (values,) if isinstance(values, str) else values:
-            params.append(f"{quote(key)}={'***' if _is_secret_key(key) else quote(value, safe='/:,')}")
-    return shown + ("?" + "&".join(params) if params else "")
-
-
-def _is_secret_key(key: str) -> bool:
-    k = key.lower()
-    return k in _SECRET_QUERY_KEYS or k.endswith(_SECRET_SUFFIXES)
-
-
-def _to_text(env: str, value: Any) -> str:  # noqa: ARG001 (every parser takes the name)
-    return str(value).strip()
-
-
-def _to_int(env: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise BadSetting(env, value, "must be a whole number")
-    if isinstance(value, int):
-        return value
-    text = str(value).strip().replace("_", "")
-    if not re.fullmatch(r"[+-]?\d+", text):
-        raise BadSetting(env, value, "must be a whole number")
-    return int(text)
-
-
-def _to_float(env: str, value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise BadSetting(env, value, "must be a number") from None
-
-
-def _to_bool(env: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise BadSetting(env, value, "must be true or false")
-
-
-_PARSER_BY_TYPE: dict[type, Parser] = {bool: _to_bool, int: _to_int, float: _to_float}
-
-
-def check_identifier(setting: str, name: str) -> str:
-    """``name`` if it is a plain SQL name, else BadSetting (never quoted into SQL)."""
-    if not IDENTIFIER.match(name or ""):
-        raise BadSetting(
-            setting, name, "must be a plain SQL name (letters, digits, _; not starting with a digit)"
-        )
-    return name
-
-
-def _between(low: float, high: float, why: str) -> Check:
-    def check(env: str, value: Any) -> None:
-        if not low <= value <= high:
-            raise BadSetting(env, value, why)
-
-    return check
-
-
-def _check_days(env: str, days: int) -> None:
-    if days < 0:
-        raise BadSetting(env, days, "must be 0 or more days")
-    if days > 365_000:
-        raise BadSetting(env, days, "is more than 1000 years")
-
-
-def _check_timeout(env: str, seconds: float) -> None:
-    if not 0 < seconds <= 3600:
-        raise BadSetting(env, seconds, "must be between 0 and 3600 seconds")
-
-
-def _check_table(env: str, table: str) -> None:
-    parts = table.split(".")
-    if len(parts) > 2:
-        raise BadSetting(env, table, "must be table or schema.table")
-    for part in parts:
-        check_identifier(env, part)
-
-
-def _check_not_empty(env: str, value: str) -> None:
-    if not value:
-        raise BadSetting(env, value, "must not be empty")
-
-
-def _check_database_url(env: str, url: str) -> None:
-    try:
-        backend = make_url(url).get_backend_name()
-    except Exception:  # noqa: BLE001 (any parse failure is the same bad setting)
-        raise BadSetting(env, mask_url(url), "is not a SQLAlchemy URL") from None
-    if backend not in {"sqlite", "postgresql"}:
-        raise BadSetting(env, mask_url(url), "must be sqlite:// or postgresql://")
-
-
-def _check_zone(env: str, zone: str | None) -> None:
-    try:
-        ZoneInfo(zone) if zone is not None else None
-    except (ZoneInfoNotFoundError, ValueError):
-        raise BadSetting(env, zone, "is not an IANA time zone name (e.g. Asia/Seoul, UTC)") from None
-
-
-def _check_dependents(env: str, value: str) -> None:
-    if value != "refuse":  # "archive" (dependents archived with their parents) is planned
-        raise BadSetting(env, value, "archive is planned, not available yet; must be refuse"
-                         if value == "archive" else "must be refuse")
-
-
-def _min_length(chars: int) -> Check:
-    """A secret of at least ``chars`` characters; the refusal never shows the value."""
-
-    def check(env: str, value: str | None) -> None:
-        if value and len(value) < chars:
-            raise BadSetting(env, None, f"is shorter than {chars} characters; generate one with {GENERATE_SECRET}")
-
-    return check
-
 
 @dataclass(frozen=True)
 class SettingSpec:
@@ -202,7 +69,7 @@ def setting(env: str, default: Any, help: str, *, check: Check | None = None, se
 
     The parser follows the default's type (bool, int, float, else text).
     """
-    spec = SettingSpec(env=env, help=help, parse=_PARSER_BY_TYPE.get(type(default), _to_text), check=check,
+    spec = SettingSpec(env=env, help=help, parse=PARSER_BY_TYPE.get(type(default), to_text), check=check,
                        secret=secret, mask=mask, flag=flag)
     return field(default=default, repr=not (secret or mask), metadata={"setting": spec})
 
@@ -213,25 +80,25 @@ class Settings:
 
     database_url: str = setting(
         "DATABASE_URL", "sqlite:///./local.db", "SQLAlchemy URL (PostgreSQL or SQLite)",
-        check=_check_database_url, mask=mask_url, flag="--database-url")
+        check=check_database_url, mask=mask_url, flag="--database-url")
     table: str = setting(
         "LOG_TABLE", "conversation_log", "log table, or schema.table on PostgreSQL",
-        check=_check_table, flag="--table")
+        check=check_table, flag="--table")
     timestamp_column: str = setting(
         "LOG_TIMESTAMP_COLUMN", "created_at", "column the age is measured on",
         check=check_identifier, flag="--timestamp-column")
     timestamp_timezone: str | None = setting("LOG_TIMESTAMP_TIMEZONE", None, "zone of zone-less timestamp and date "
-                                             "columns (default: the database's TimeZone; SQLite: UTC)", check=_check_zone)
+                                             "columns (default: the database's TimeZone; SQLite: UTC)", check=check_zone)
     retention_days: int = setting(
         "LOG_RETENTION_DAYS", 30, "rows strictly older than now - N days are archived and deleted",
-        check=_check_days)
+        check=check_days)
     backup_dir: str = setting(
-        "BACKUP_DIR", "./backups", "where backups are written", check=_check_not_empty, flag="--backup-dir")
+        "BACKUP_DIR", "./backups", "where backups are written", check=check_not_empty, flag="--backup-dir")
     batch_size: int = setting(
         "CLEANUP_BATCH_SIZE", DEFAULT_BATCH_SIZE, "rows per archive-and-delete transaction",
-        check=_between(1, 1_000_000, "must be between 1 and 1000000"))
+        check=between(1, 1_000_000, "must be between 1 and 1000000"))
     gzip_level: int = setting(
-        "BACKUP_GZIP_LEVEL", 1, "gzip level of backups, 0-9", check=_between(0, 9, "must be between 0 and 9"))
+        "BACKUP_GZIP_LEVEL", 1, "gzip level of backups, 0-9", check=between(0, 9, "must be between 0 and 9"))
     slack_bot_token: str | None = setting(
         "SLACK_BOT_TOKEN", None, "Slack bot token (xoxb-...): reports through the Web API", secret=True)
     slack_channel: str = setting("SLACK_CHANNEL", "ai-reports", "Slack channel name or ID")
@@ -240,19 +107,19 @@ class Settings:
     slack_api_base_url: str = setting("SLACK_API_BASE_URL", "https://slack.com/api/", "Slack Web API base")
     slack_upload_max_bytes: int = setting(
         "SLACK_UPLOAD_MAX_BYTES", 50 * 1024 * 1024, "larger backups are not uploaded to Slack",
-        check=_between(0, float("inf"), "must be 0 or more"))
+        check=between(0, float("inf"), "must be 0 or more"))
     slack_notify_nothing_to_do: bool = setting(
         "SLACK_NOTIFY_NOTHING_TO_DO", True, "also report runs that found nothing to delete")
     slack_timeout_s: float = setting(
-        "SLACK_TIMEOUT_S", 60.0, "upper bound on the time one Slack report may take", check=_check_timeout)
+        "SLACK_TIMEOUT_S", 60.0, "upper bound on the time one Slack report may take", check=check_timeout)
     cleanup_trigger_token: str | None = setting(
         "CLEANUP_TRIGGER_TOKEN", None, "bearer token of the HTTP trigger; unset disables it",
-        check=_min_length(16), secret=True)
+        check=min_length(16), secret=True)
     dashboard_password: str | None = setting(
         "DASHBOARD_PASSWORD", None, "dashboard password when OIDC login is not configured",
-        check=_min_length(12), secret=True)
+        check=min_length(12), secret=True)
     cleanup_dependents: str = setting("CLEANUP_DEPENDENTS", "refuse", "refuse a cleanup that would cascade, "
-                                      "set null or set default on other tables' rows", check=_check_dependents)
+                                      "set null or set default on other tables' rows", check=check_dependents)
     allow_delete_triggers: bool = setting("CLEANUP_ALLOW_DELETE_TRIGGERS", False,
                                           "let user DELETE triggers and rules on the table fire (recorded)")
     trusted_hosts: str | None = setting(
@@ -400,7 +267,7 @@ def _validate(s: Settings) -> Settings:
 
 
 def _check_together(s: Settings) -> None:
-    url = make_url(s.database_url)  # parses: _check_database_url passed
+    url = make_url(s.database_url)  # parses: check_database_url passed
     if url.get_backend_name() != "sqlite":
         return
     if "." in s.table:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from core.checks import GENERATE_SECRET
 from core.config import (
     ENV_NAMES,
-    GENERATE_SECRET,
     SECRET_FIELDS,
     SHOWN_FOR_A_SECRET,
     SPECS,

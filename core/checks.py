@@ -1,0 +1,164 @@
+"""What a setting's value may be: parsers, checks and the masking of secrets in URLs.
+
+Each parser and check takes the setting's environment name first, so that a refusal
+is one line naming the setting (:class:`BadSetting`). Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.engine import make_url
+
+from .errors import BadSetting
+
+# A plain SQL name: what we accept for tables and columns from configuration.
+# Anything else (quotes, spaces, semicolons) is refused rather than escaped.
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+# Query parameters of a database URL whose values are secrets (case-insensitive); a
+# key ending in one of the _SECRET_SUFFIXES counts too (``sslpassword``, ``api_token``).
+_SECRET_QUERY_KEYS = frozenset({"password", "sslpassword", "token", "key", "secret", "access_token", "api_key"})
+_SECRET_SUFFIXES = ("password", "secret", "token", "_key")
+
+Parser = Callable[[str, Any], Any]  # (env name, raw value) -> typed value, or BadSetting
+Check = Callable[[str, Any], None]  # (env name, typed value) -> None, or BadSetting
+
+
+def mask_url(url: str) -> str:
+    """The URL for display: its password and every secret query parameter shown as ``***``.
+
+    Used for every display of a database URL (pages, logs, errors, history). Never raises:
+    an unparseable URL is shown by its scheme only.
+    """
+    try:
+        parsed = make_url(url)
+        shown = parsed.set(query={}).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 (whatever the parser chokes on, show no more than the scheme)
+        return url.split(":", 1)[0] + ":…"
+    params = []
+    for key, values in parsed.query.items():
+        for value in (values,) if isinstance(values, str) else values:
+            params.append(f"{quote(key)}={'***' if _is_secret_key(key) else quote(value, safe='/:,')}")
+    return shown + ("?" + "&".join(params) if params else "")
+
+
+def _is_secret_key(key: str) -> bool:
+    k = key.lower()
+    return k in _SECRET_QUERY_KEYS or k.endswith(_SECRET_SUFFIXES)
+
+
+def to_text(env: str, value: Any) -> str:  # noqa: ARG001 (every parser takes the name)
+    return str(value).strip()
+
+
+def to_int(env: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise BadSetting(env, value, "must be a whole number")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().replace("_", "")
+    if not re.fullmatch(r"[+-]?\d+", text):
+        raise BadSetting(env, value, "must be a whole number")
+    return int(text)
+
+
+def to_float(env: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise BadSetting(env, value, "must be a number") from None
+
+
+def to_bool(env: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise BadSetting(env, value, "must be true or false")
+
+
+PARSER_BY_TYPE: dict[type, Parser] = {bool: to_bool, int: to_int, float: to_float}
+
+
+def check_identifier(setting: str, name: str) -> str:
+    """``name`` if it is a plain SQL name, else BadSetting (never quoted into SQL)."""
+    if not IDENTIFIER.match(name or ""):
+        raise BadSetting(
+            setting, name, "must be a plain SQL name (letters, digits, _; not starting with a digit)"
+        )
+    return name
+
+
+def between(low: float, high: float, why: str) -> Check:
+    def check(env: str, value: Any) -> None:
+        if not low <= value <= high:
+            raise BadSetting(env, value, why)
+
+    return check
+
+
+def check_days(env: str, days: int) -> None:
+    if days < 0:
+        raise BadSetting(env, days, "must be 0 or more days")
+    if days > 365_000:
+        raise BadSetting(env, days, "is more than 1000 years")
+
+
+def check_timeout(env: str, seconds: float) -> None:
+    if not 0 < seconds <= 3600:
+        raise BadSetting(env, seconds, "must be between 0 and 3600 seconds")
+
+
+def check_table(env: str, table: str) -> None:
+    parts = table.split(".")
+    if len(parts) > 2:
+        raise BadSetting(env, table, "must be table or schema.table")
+    for part in parts:
+        check_identifier(env, part)
+
+
+def check_not_empty(env: str, value: str) -> None:
+    if not value:
+        raise BadSetting(env, value, "must not be empty")
+
+
+def check_database_url(env: str, url: str) -> None:
+    try:
+        backend = make_url(url).get_backend_name()
+    except Exception:  # noqa: BLE001 (any parse failure is the same bad setting)
+        raise BadSetting(env, mask_url(url), "is not a SQLAlchemy URL") from None
+    if backend not in {"sqlite", "postgresql"}:
+        raise BadSetting(env, mask_url(url), "must be sqlite:// or postgresql://")
+
+
+def check_zone(env: str, zone: str | None) -> None:
+    try:
+        ZoneInfo(zone) if zone is not None else None
+    except (ZoneInfoNotFoundError, ValueError):
+        raise BadSetting(env, zone, "is not an IANA time zone name (e.g. Asia/Seoul, UTC)") from None
+
+
+def check_dependents(env: str, value: str) -> None:
+    if value != "refuse":  # "archive" (dependents archived with their parents) is planned
+        raise BadSetting(env, value, "archive is planned, not available yet; must be refuse"
+                         if value == "archive" else "must be refuse")
+
+
+def min_length(chars: int) -> Check:
+    """A secret of at least ``chars`` characters; the refusal never shows the value."""
+
+    def check(env: str, value: str | None) -> None:
+        if value and len(value) < chars:
+            raise BadSetting(env, None, f"is shorter than {chars} characters; generate one with {GENERATE_SECRET}")
+
+    return check
