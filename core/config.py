@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from sqlalchemy.engine import make_url
 
 from .errors import BadSetting
+from .masking import mask_url, remember, url_secrets
 
 log = logging.getLogger(__name__)
 
@@ -40,36 +40,8 @@ DASHBOARD_SECRETS_FILES = ("~/.streamlit/secrets.toml", ".streamlit/secrets.toml
 SHOWN_FOR_A_SECRET = "•••••• (set)"
 GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
-# Query parameters of a database URL whose values are secrets (case-insensitive); a
-# key ending in one of the _SECRET_SUFFIXES counts too (``sslpassword``, ``api_token``).
-_SECRET_QUERY_KEYS = frozenset({"password", "sslpassword", "token", "key", "secret", "access_token", "api_key"})
-_SECRET_SUFFIXES = ("password", "secret", "token", "_key")
-
 Parser = Callable[[str, Any], Any]  # (env name, raw value) -> typed value, or BadSetting
 Check = Callable[[str, Any], None]  # (env name, typed value) -> None, or BadSetting
-
-
-def mask_url(url: str) -> str:
-    """The URL for display: its password and every secret query parameter shown as ``***``.
-
-    Used for every display of a database URL (pages, logs, errors, history). Never raises:
-    an unparseable URL is shown by its scheme only.
-    """
-    try:
-        parsed = make_url(url)
-        shown = parsed.set(query={}).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 (whatever the parser chokes on, show no more than the scheme)
-        return url.split(":", 1)[0] + ":…"
-    params = []
-    for key, values in parsed.query.items():
-        for value in (values,) if isinstance(values, str) else values:
-            params.append(f"{quote(key)}={'***' if _is_secret_key(key) else quote(value, safe='/:,')}")
-    return shown + ("?" + "&".join(params) if params else "")
-
-
-def _is_secret_key(key: str) -> bool:
-    k = key.lower()
-    return k in _SECRET_QUERY_KEYS or k.endswith(_SECRET_SUFFIXES)
 
 
 def _to_text(env: str, value: Any) -> str:  # noqa: ARG001 (every parser takes the name)
@@ -235,6 +207,9 @@ class Settings:
     dashboard_password: str | None = setting(
         "DASHBOARD_PASSWORD", None, "dashboard password when OIDC login is not configured",
         check=_min_length(12), secret=True)
+    backup_signing_key: str | None = setting(
+        "BACKUP_SIGNING_KEY", None, "HMAC-SHA256 key: manifests are signed; verify and restore refuse a bad "
+        "or missing signature", check=_min_length(16), secret=True)
     trusted_hosts: str | None = setting(
         "TRUSTED_HOSTS", None, "host names besides loopback the dashboard serves without a password "
         "(comma-separated; behind a reverse proxy)")
@@ -372,6 +347,7 @@ def load_dashboard_settings(*, secrets_files: Iterable[str | os.PathLike[str]] |
 
 def _validate(s: Settings) -> Settings:
     """``s`` if every value passes its own check and the combinations are possible; else BadSetting."""
+    remember([*url_secrets(s.database_url), *(getattr(s, name) for name in SECRET_FIELDS)])
     for name, spec in SPECS.items():
         if spec.check is not None:
             spec.check(spec.env, getattr(s, name))

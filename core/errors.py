@@ -17,6 +17,8 @@ from contextlib import contextmanager
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from .masking import redact
+
 
 class RetentionError(Exception):
     """Base of every expected failure. ``exit_code``: 1 failed, 2 usage/configuration, 3 locked."""
@@ -24,8 +26,8 @@ class RetentionError(Exception):
     exit_code = 1
 
     def one_line(self) -> str:
-        """The message on a single line, for stderr, logs and the history table."""
-        return " ".join(str(self).split())
+        """The message on a single line, secrets redacted, for stderr, logs, HTTP bodies and the history table."""
+        return redact(" ".join(str(self).split()))
 
 
 class BadSetting(RetentionError):
@@ -126,6 +128,18 @@ class RestoreError(RetentionError):
     """A restore was refused or failed; the table is unchanged."""
 
 
+class BackupTooLarge(BackupReadError):
+    """A backup file goes over a reading limit (decompressed size, record length, gzip members)."""
+
+
+class BadManifest(RetentionError):
+    """A manifest is unreadable, malformed, unsigned where a signature is required, or its signature fails."""
+
+    def __init__(self, path: str, why: str) -> None:
+        self.path, self.why = path, why
+        super().__init__(f"{path}: manifest refused: {why}")
+
+
 def _driver_errors() -> tuple[type[BaseException], ...]:
     try:
         import psycopg2
@@ -143,7 +157,7 @@ FOREIGN_ERRORS: tuple[tuple[tuple[type[BaseException], ...], type[RetentionError
 
 def describe(exc: BaseException) -> str:
     """``Type: message`` on one line (the driver's own message for SQLAlchemy errors)."""
-    text = " ".join(str(getattr(exc, "orig", None) or exc).split())
+    text = redact(" ".join(str(getattr(exc, "orig", None) or exc).split()))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

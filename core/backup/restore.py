@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import logging
 import time
 from pathlib import Path
@@ -10,19 +9,22 @@ from typing import Any
 
 from ..config import Settings
 from ..db import LockedConnection, TableInfo, check_connection, describe_table, qualified, quote
-from ..errors import BackupMismatch, RestoreError
+from ..errors import BackupMismatch, RestoreError, RetentionError
 from ..models import RestoreResult
 from ..timefmt import csv_to_sqlite, detect_sqlite_format
 from .catalog import manifest_of, resolve_backup, verify_backup
 from .csvfile import iter_records
+from .scan import PieceReader, ReadLimits, iter_decompressed
 
 log = logging.getLogger(__name__)
 
 
-def restore_backup(settings: Settings, name: str | Path) -> RestoreResult:
+def restore_backup(settings: Settings, name: str | Path, *, allow_unsigned: bool = False) -> RestoreResult:
     """Insert a backup's rows back into the table; rows whose key is present are skipped.
 
-    The backup is verified first and must be of this table with the same columns.
+    The backup is verified first (its manifest's signature too, with BACKUP_SIGNING_KEY; an
+    unsigned one only with ``allow_unsigned``), must be of this table with the same columns,
+    and is read within the limits its rows allow, its sha256 checked again before COMMIT.
     Runs in one transaction, holding the cleanup lock: on any error the table is
     unchanged. Raises BackupNotFound, BackupMismatch, RestoreError, LockHeld.
     """
@@ -38,7 +40,7 @@ def restore_backup(settings: Settings, name: str | Path) -> RestoreResult:
         raise RestoreError(f"{path.name} has columns {names}, the table has {info.column_names}")
     if m.get("primary_key") != info.primary_key:
         raise RestoreError(f"{path.name} is keyed on {m.get('primary_key')!r}, the table on {info.primary_key!r}")
-    v = verify_backup(settings, path)
+    v = verify_backup(settings, path, allow_unsigned=allow_unsigned)
     if not v.ok:
         raise BackupMismatch(str(path), "the backup", "matching its manifest", v.problem)
     # Restores and cleanups exclude each other: a cleanup running meanwhile could
@@ -47,7 +49,7 @@ def restore_backup(settings: Settings, name: str | Path) -> RestoreResult:
     try:
         locked.lock()
         insert = _restore_pg if info.dialect == "postgresql" else _restore_sqlite
-        restored = insert(engine, locked.dbapi, info, path)
+        restored = insert(engine, locked.dbapi, info, (path, m))
     finally:
         locked.close()
     result = RestoreResult(str(path), info.display_name, v.rows, restored, v.rows - restored,
@@ -57,17 +59,18 @@ def restore_backup(settings: Settings, name: str | Path) -> RestoreResult:
     return result
 
 
-def _restore_pg(engine: Any, conn: Any, info: TableInfo, path: Path) -> int:
+def _restore_pg(engine: Any, conn: Any, info: TableInfo, backup: tuple[Path, dict[str, Any]]) -> int:
+    path, m = backup
     table = qualified(engine, info.schema, info.name)
     cols = ", ".join(quote(engine, c) for c in info.column_names)
     try:
         with conn.cursor() as cur:
             cur.execute("SET LOCAL TIME ZONE 'UTC'")
             cur.execute(f"CREATE TEMP TABLE _retention_restore (LIKE {table}) ON COMMIT DROP")
-            with gzip.open(path, "rb") as f:
-                cur.copy_expert(
-                    f"COPY _retention_restore ({cols}) FROM STDIN WITH (FORMAT csv, HEADER true)", f, size=1 << 20
-                )
+            f = PieceReader(iter_decompressed(path, limits=ReadLimits.for_rows(m["rows"]), sha256=m["sha256"]))
+            cur.copy_expert(
+                f"COPY _retention_restore ({cols}) FROM STDIN WITH (FORMAT csv, HEADER true)", f, size=1 << 20
+            )
             cur.execute(
                 f"INSERT INTO {table} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM _retention_restore "
                 f"ON CONFLICT ({quote(engine, info.primary_key)}) DO NOTHING"
@@ -79,10 +82,13 @@ def _restore_pg(engine: Any, conn: Any, info: TableInfo, path: Path) -> int:
         conn.rollback()
         if isinstance(exc, (OSError, ValueError, EOFError)):
             raise RestoreError(f"{path.name}: {exc}") from None
+        if isinstance(exc, RetentionError):
+            raise RestoreError(f"{path.name}: {exc.one_line()}") from None
         raise RestoreError(f"{path.name}: {' '.join(str(getattr(exc, 'pgerror', None) or exc).split())}") from None
 
 
-def _restore_sqlite(engine: Any, conn: Any, info: TableInfo, path: Path) -> int:
+def _restore_sqlite(engine: Any, conn: Any, info: TableInfo, backup: tuple[Path, dict[str, Any]]) -> int:
+    path = backup[0]
     table = qualified(engine, info.schema, info.name)
     cols = ", ".join(quote(engine, c) for c in info.column_names)
     marks = ", ".join("?" for _ in info.column_names)
@@ -92,7 +98,7 @@ def _restore_sqlite(engine: Any, conn: Any, info: TableInfo, path: Path) -> int:
         before = conn.total_changes
         sql = (f"INSERT INTO {table} ({cols}) VALUES ({marks}) "
                f"ON CONFLICT ({quote(engine, info.primary_key)}) DO NOTHING")
-        for batch in _sqlite_batches(info, path, fmt):
+        for batch in _sqlite_batches(info, backup, fmt):
             conn.executemany(sql, batch)
         restored = conn.total_changes - before
         conn.execute("COMMIT")
@@ -105,11 +111,13 @@ def _restore_sqlite(engine: Any, conn: Any, info: TableInfo, path: Path) -> int:
         raise RestoreError(f"{path.name}: {' '.join(str(exc).split())}") from None
 
 
-def _sqlite_batches(info: TableInfo, path: Path, fmt: Any) -> Any:
-    """The backup's records as SQLite values, 5000 at a time (timestamps in the table's form, blobs as bytes)."""
+def _sqlite_batches(info: TableInfo, backup: tuple[Path, dict[str, Any]], fmt: Any) -> Any:
+    """The backup's records as SQLite values, 5000 at a time (timestamps in the table's form, blobs as bytes),
+    read within the limits of the manifest's rows, the sha256 checked at the end."""
+    path, m = backup
     ts_i = info.column_index(info.timestamp_column)
     blobs = [i for i, c in enumerate(info.columns) if c.is_blob]
-    records = iter_records(path)
+    records = iter_records(path, limits=ReadLimits.for_rows(m["rows"]), sha256=m["sha256"])
     header = next(records, None)
     if header != info.column_names:
         raise RestoreError(f"{path.name}: header {header} does not match the table's columns")
