@@ -114,6 +114,19 @@ class BackupMismatch(RetentionError):
         return f"{self.what} is {self.actual}, expected {self.expected}"
 
 
+class BadManifest(BackupMismatch):
+    """A manifest is unreadable or malformed (a bad field, not JSON, a symbolic link, too large)."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(path, "the manifest", "a valid manifest", why)
+        self.why = why
+        self.args = (f"{path}: manifest refused: {why}",)
+
+    @property
+    def problem(self) -> str:
+        return f"manifest refused: {self.why}"
+
+
 class BackupNotFound(RetentionError):
     """A backup name does not resolve to a file inside BACKUP_DIR (exit 2)."""
 
@@ -130,14 +143,6 @@ class RestoreError(RetentionError):
 
 class BackupTooLarge(BackupReadError):
     """A backup file goes over a reading limit (decompressed size, record length, gzip members)."""
-
-
-class BadManifest(RetentionError):
-    """A manifest is unreadable, malformed, unsigned where a signature is required, or its signature fails."""
-
-    def __init__(self, path: str, why: str) -> None:
-        self.path, self.why = path, why
-        super().__init__(f"{path}: manifest refused: {why}")
 
 
 def _driver_errors() -> tuple[type[BaseException], ...]:
