@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from core.backup.csvfile import csv_text, header_line, iter_records
 from core.backup.manifest import write_json_atomic
+from core.db import get_engine
 from core.masking import redact, remember
 from tests.support import ROOT
 from tests.support.databases import create_pg_database, drop_pg_database, pg_admin, table_snapshot
@@ -329,3 +330,23 @@ def test_an_unsigned_backup_needs_allow_unsigned_once_a_key_is_set(demo_settings
 def test_a_short_signing_key_is_refused_at_start(demo_settings):
     p = cli(demo_settings, "backups", env_extra={"BACKUP_SIGNING_KEY": "short-key"})
     assert p.returncode == 2 and "BACKUP_SIGNING_KEY" in one_line_error(p) and "short-key" not in p.stderr
+
+
+def test_recovery_signs_the_manifest_it_finishes(demo_settings):
+    """A run that died after its batches committed: the next run finishes its manifest, signed."""
+    key = {"BACKUP_SIGNING_KEY": SIGNING_KEY}
+    dead = run_backup(demo_settings)
+    data, manifest = Path(dead["backup_file"]), Path(dead["manifest_file"])
+    partial = data.with_name(data.name + ".partial")
+    data.rename(partial)
+    manifest.unlink()
+    with get_engine(demo_settings).begin() as conn:  # what a kill after the last COMMIT leaves behind
+        conn.execute(text("UPDATE retention_runs SET status = 'running', partial_file = :p, manifest_file = NULL, "
+                          "committed_bytes = :n WHERE run_id = :r"),
+                     {"p": str(partial), "n": partial.stat().st_size, "r": dead["run_id"]})
+    p = cli(demo_settings, "run", "--json", "--no-notify", env_extra=key)
+    assert p.returncode == 0, p.stderr
+    assert dead["run_id"] in json.loads(p.stdout)["recovered_runs"]
+    assert len(json.loads(manifest.read_text())["signature"]) == 64
+    v = cli(demo_settings, "verify", data.name, "--json", env_extra=key)
+    assert v.returncode == 0 and json.loads(v.stdout)["ok"] is True
