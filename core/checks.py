@@ -9,12 +9,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.engine import make_url
 
 from .errors import BadSetting
+from .masking import mask_url
 
 # A plain SQL name: what we accept for tables and columns from configuration.
 # Anything else (quotes, spaces, semicolons) is refused rather than escaped.
@@ -22,36 +22,8 @@ IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
-# Query parameters of a database URL whose values are secrets (case-insensitive); a
-# key ending in one of the _SECRET_SUFFIXES counts too (``sslpassword``, ``api_token``).
-_SECRET_QUERY_KEYS = frozenset({"password", "sslpassword", "token", "key", "secret", "access_token", "api_key"})
-_SECRET_SUFFIXES = ("password", "secret", "token", "_key")
-
 Parser = Callable[[str, Any], Any]  # (env name, raw value) -> typed value, or BadSetting
 Check = Callable[[str, Any], None]  # (env name, typed value) -> None, or BadSetting
-
-
-def mask_url(url: str) -> str:
-    """The URL for display: its password and every secret query parameter shown as ``***``.
-
-    Used for every display of a database URL (pages, logs, errors, history). Never raises:
-    an unparseable URL is shown by its scheme only.
-    """
-    try:
-        parsed = make_url(url)
-        shown = parsed.set(query={}).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 (whatever the parser chokes on, show no more than the scheme)
-        return url.split(":", 1)[0] + ":…"
-    params = []
-    for key, values in parsed.query.items():
-        for value in (values,) if isinstance(values, str) else values:
-            params.append(f"{quote(key)}={'***' if _is_secret_key(key) else quote(value, safe='/:,')}")
-    return shown + ("?" + "&".join(params) if params else "")
-
-
-def _is_secret_key(key: str) -> bool:
-    k = key.lower()
-    return k in _SECRET_QUERY_KEYS or k.endswith(_SECRET_SUFFIXES)
 
 
 def to_text(env: str, value: Any) -> str:  # noqa: ARG001 (every parser takes the name)

@@ -284,7 +284,7 @@ class Run:
                 final, manifest, scan = finish_backup(
                     partial=self.partial_file, final=self.backup_file, committed_bytes=writer.size,
                     rows=journal.rows, sha256=writer.sha.hexdigest(), known=writer.verified(),
-                    manifest_fields=fields,
+                    manifest_fields=fields, signing_key=self.settings.backup_signing_key,
                 )
         except RetentionError as exc:
             if writer is not None:

@@ -15,11 +15,13 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from typing import Any, Sequence
 
 from . import backup, cleanup, demo, notify
 from .config import SPECS, Settings, load_settings
 from .errors import CleanupFailed, RetentionError
+from .masking import install_log_redaction, redact
 from .models import RunResult, RunStatus, to_jsonable
 from .present import count, human_bytes, human_duration, lead_sentence, timestamp
 from .stats import preview
@@ -41,9 +43,9 @@ class _Parser(argparse.ArgumentParser):
 def _print(args: argparse.Namespace, payload: Any, human: str) -> None:
     """``payload`` as one JSON object with ``--json``, else ``human`` (nothing when empty)."""
     if args.json:
-        sys.stdout.write(json.dumps(to_jsonable(payload), ensure_ascii=False) + "\n")
+        sys.stdout.write(redact(json.dumps(to_jsonable(payload), ensure_ascii=False)) + "\n")
     elif human:
-        sys.stdout.write(human.rstrip("\n") + "\n")
+        sys.stdout.write(redact(human.rstrip("\n")) + "\n")
 
 
 def _run_text(r: RunResult) -> str:
@@ -121,7 +123,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_backups(args: argparse.Namespace, settings: Settings) -> None:
     items = backup.list_backups(settings)
-    lines = [f"{b.file}\n    {count(b.rows)} rows of {b.table}, cutoff {timestamp(b.cutoff)}, created "
+    lines = [f"{b.file}\n    error: {b.error}" if b.error else
+             f"{b.file}\n    {count(b.rows)} rows of {b.table}, cutoff {timestamp(b.cutoff)}, created "
              f"{timestamp(b.created_at)}, {human_bytes(b.size_bytes)}, sha256 {b.sha256}" for b in items]
     _print(args, {"backups": items}, "\n".join(lines) or f"no backups in {settings.backup_dir}")
 
@@ -134,7 +137,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> None:
-    r = backup.restore_backup(settings, args.file)
+    r = backup.restore_backup(settings, args.file, allow_unsigned=args.allow_unsigned)
     _print(args, r, f"restored {count(r.rows_restored)} rows into {r.table}; {count(r.rows_skipped)} already present")
 
 
@@ -225,7 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trigger", default="cli", choices=["cli", "http", "dashboard"], help=argparse.SUPPRESS)
     command("backups", cmd_backups, "list backups")
     command("verify", cmd_verify, "check a backup against its manifest").add_argument("file")
-    command("restore", cmd_restore, "insert a backup's rows back (present keys skipped)").add_argument("file")
+    p = command("restore", cmd_restore, "insert a backup's rows back (present keys skipped)")
+    p.add_argument("file")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="with BACKUP_SIGNING_KEY set, accept a manifest without a signature (an older backup)")
     command("history", cmd_history, "past runs, newest first").add_argument(
         "--limit", type=_positive, default=50)
     command("notify-test", cmd_notify_test, "send a test message to Slack")
@@ -243,10 +249,15 @@ def _configure_logging(args: argparse.Namespace) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:  # libraries set their own logger levels (SQLAlchemy: WARN),
         handler.setLevel(level)  # so the root level alone would let their errors and tracebacks through
-    if not args.debug:
-        # psycopg2 prints an error it could not decode (a connection killed mid-COPY) through
-        # sys.excepthook, then raises its own; that second one is what we report, in one line.
-        sys.excepthook = lambda *exc: log.debug("exception printed by a library", exc_info=exc)
+    install_log_redaction()  # every record, --debug included, leaves with its secrets masked
+    # psycopg2 prints an error it could not decode (a connection killed mid-COPY) through
+    # sys.excepthook, then raises its own; that second one is what we report, in one line.
+    sys.excepthook = lambda *exc: log.debug("exception printed by a library", exc_info=exc)
+
+
+def _traceback() -> str:
+    """The current exception's traceback (``--debug``), secrets masked."""
+    return redact(traceback.format_exc())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -257,16 +268,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args, _settings(args))
         return 0
     except RetentionError as exc:  # the one place a library error becomes the CLI's
-        if args.debug:
-            raise
-        sys.stderr.write(f"error: {exc.one_line()}\n")
+        sys.stderr.write(_traceback() if args.debug else f"error: {exc.one_line()}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted; the next run recovers anything unfinished\n")
         return 1
     except Exception as exc:  # a bug: one line unless --debug
         if args.debug:
-            raise
-        sys.stderr.write(f"error: unexpected {type(exc).__name__}: {' '.join(str(exc).split())} "
-                         "(run with --debug for the traceback)\n")
+            sys.stderr.write(_traceback())
+            return 1
+        sys.stderr.write(redact(f"error: unexpected {type(exc).__name__}: {' '.join(str(exc).split())} "
+                                "(run with --debug for the traceback)\n"))
         return 1

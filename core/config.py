@@ -35,11 +35,11 @@ from .checks import (
     check_table,
     check_timeout,
     check_zone,
-    mask_url,
     min_length,
     to_text,
 )
 from .errors import BadSetting
+from .masking import mask_url, remember, url_secrets
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,9 @@ class Settings:
                                       "set null or set default on other tables' rows", check=check_dependents)
     allow_delete_triggers: bool = setting("CLEANUP_ALLOW_DELETE_TRIGGERS", False,
                                           "let user DELETE triggers and rules on the table fire (recorded)")
+    backup_signing_key: str | None = setting(
+        "BACKUP_SIGNING_KEY", None, "HMAC-SHA256 key: manifests are signed; verify and restore refuse a bad "
+        "or missing signature", check=min_length(16), secret=True)
     trusted_hosts: str | None = setting(
         "TRUSTED_HOSTS", None, "host names besides loopback the dashboard serves without a password "
         "(comma-separated; behind a reverse proxy)")
@@ -259,6 +262,7 @@ def load_dashboard_settings(*, secrets_files: Iterable[str | os.PathLike[str]] |
 
 def _validate(s: Settings) -> Settings:
     """``s`` if every value passes its own check and the combinations are possible; else BadSetting."""
+    remember([*url_secrets(s.database_url), *(getattr(s, name) for name in SECRET_FIELDS)])
     for name, spec in SPECS.items():
         if spec.check is not None:
             spec.check(spec.env, getattr(s, name))

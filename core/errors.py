@@ -17,6 +17,8 @@ from contextlib import contextmanager
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from .masking import redact
+
 
 class RetentionError(Exception):
     """Base of every expected failure. ``exit_code``: 1 failed, 2 usage/configuration, 3 locked."""
@@ -24,8 +26,8 @@ class RetentionError(Exception):
     exit_code = 1
 
     def one_line(self) -> str:
-        """The message on a single line, for stderr, logs and the history table."""
-        return " ".join(str(self).split())
+        """The message on a single line, secrets redacted, for stderr, logs, HTTP bodies and the history table."""
+        return redact(" ".join(str(self).split()))
 
 
 class BadSetting(RetentionError):
@@ -122,6 +124,19 @@ class BackupMismatch(RetentionError):
         return f"{self.what} is {self.actual}, expected {self.expected}"
 
 
+class BadManifest(BackupMismatch):
+    """A manifest is unreadable or malformed (a bad field, not JSON, a symbolic link, too large)."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(path, "the manifest", "a valid manifest", why)
+        self.why = why
+        self.args = (f"{path}: manifest refused: {why}",)
+
+    @property
+    def problem(self) -> str:
+        return f"manifest refused: {self.why}"
+
+
 class BackupNotFound(RetentionError):
     """A backup name does not resolve to a file inside BACKUP_DIR (exit 2)."""
 
@@ -150,6 +165,10 @@ def _privilege_errors() -> tuple[type[BaseException], ...]:
     return (pg_errors.InsufficientPrivilege,)
 
 
+class BackupTooLarge(BackupReadError):
+    """A backup file goes over a reading limit (decompressed size, record length, gzip members)."""
+
+
 def _driver_errors() -> tuple[type[BaseException], ...]:
     try:
         import psycopg2
@@ -168,7 +187,7 @@ FOREIGN_ERRORS: tuple[tuple[tuple[type[BaseException], ...], type[RetentionError
 
 def describe(exc: BaseException) -> str:
     """``Type: message`` on one line (the driver's own message for SQLAlchemy errors)."""
-    text = " ".join(str(getattr(exc, "orig", None) or exc).split())
+    text = redact(" ".join(str(getattr(exc, "orig", None) or exc).split()))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -185,6 +185,7 @@ class BackupInfo:
     run_id: str | None
     min_timestamp: datetime | None = None
     max_timestamp: datetime | None = None
+    error: str | None = None  # the manifest or file could not be read: this entry is only its name and why
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ def settle(settings: Settings, info: TableInfo, row: dict[str, Any], *, status: 
         info, run_id=run_id, cutoff=as_utc(row["cutoff"]), span=(row.get("min_ts"), row.get("max_ts")),
         deflate=None, sqlite_format=_sqlite_format(engine, info), settings=settings,
     )
-    finished = _finish(row, rows, fields)
+    finished = _finish(row, rows, fields, settings.backup_signing_key)
     if isinstance(finished, str):
         log.error("run %s: %d deleted rows' backup needs attention: %s", run_id, rows, finished)
         history.update_run(engine, info.schema, run_id, status=status, finished_at=utcnow(),
@@ -106,14 +106,15 @@ def settle(settings: Settings, info: TableInfo, row: dict[str, Any], *, status: 
     log.info("run %s: backup %s of %d deleted rows completed and verified", run_id, final.name, rows)
 
 
-def _finish(row: dict[str, Any], rows: int, fields: dict[str, Any]) -> tuple[Path, Path, Scan] | str:
+def _finish(row: dict[str, Any], rows: int, fields: dict[str, Any], key: str | None) -> tuple[Path, Path, Scan] | str:
     """Finish the run's backup from its journal: (data, manifest, scan), or the problem on one line."""
     if not (row.get("partial_file") and row.get("backup_file")):
         return "the run's history row names no backup file"
     try:
         with map_exceptions():
             return finish_backup(partial=Path(row["partial_file"]), final=Path(row["backup_file"]),
-                                 committed_bytes=int(row["committed_bytes"]), rows=rows, manifest_fields=fields)
+                                 committed_bytes=int(row["committed_bytes"]), rows=rows, manifest_fields=fields,
+                                 signing_key=key)
     except RetentionError as exc:
         return exc.one_line()
 

@@ -72,6 +72,7 @@ table = pd.DataFrame(
         "sha256": [b.sha256 for b in backups],
         "oldest row": [timestamp(b.min_timestamp, seconds=False) for b in backups],
         "newest row": [timestamp(b.max_timestamp, seconds=False) for b in backups],
+        **({"error": [b.error or "" for b in backups]} if any(b.error for b in backups) else {}),
     }
 )
 st.dataframe(table, hide_index=True, width="stretch",

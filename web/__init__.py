@@ -9,6 +9,10 @@ import logging
 
 from starlette.routing import Route
 
+from core.config import load_dashboard_settings
+from core.errors import RetentionError
+from core.masking import install_log_redaction
+
 from .trigger import healthz, run_cleanup, run_status
 
 __all__ = ["configure_logging", "routes"]
@@ -24,8 +28,14 @@ def configure_logging(level: int = logging.INFO) -> None:
     """Send the core's and the trigger's log lines (one per step, secrets masked) to stderr.
 
     Streamlit configures only its own loggers; without this a hosted console's log
-    would not say what a scheduled cleanup did. Idempotent.
+    would not say what a scheduled cleanup did. Every handler, Streamlit's and the root's
+    included, gets :class:`core.masking.RedactingFilter`: the settings' secrets (known once
+    they load) and anything shaped like a URL password are masked. Idempotent.
     """
+    try:
+        load_dashboard_settings()  # registers the secrets to mask; a bad setting is reported by the pages
+    except RetentionError:
+        pass
     for name in ("core", "web", "ui"):
         logger = logging.getLogger(name)
         if not logger.handlers:
@@ -34,3 +44,5 @@ def configure_logging(level: int = logging.INFO) -> None:
             logger.addHandler(handler)
             logger.setLevel(level)
             logger.propagate = False
+    install_log_redaction(*(logging.getLogger(n) for n in ("core", "web", "ui", "streamlit", "uvicorn",
+                                                          "uvicorn.error", "uvicorn.access")))

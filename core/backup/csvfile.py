@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import BackupReadError
-from .scan import iter_decompressed
+from ..errors import BackupReadError, BackupTooLarge
+from .scan import NO_LIMITS, ReadLimits, iter_decompressed
 
 
 def csv_text(value: str) -> str:
@@ -129,17 +129,20 @@ def parse_record(line: str, typed: bool = False) -> list[Any]:
     return out
 
 
-def iter_records(path: str | os.PathLike[str], typed: bool = False) -> Iterator[list[Any]]:
+def iter_records(path: str | os.PathLike[str], typed: bool = False, *, limits: ReadLimits = NO_LIMITS,
+                 sha256: str | None = None) -> Iterator[list[Any]]:
     """Stream the CSV records of a backup (header first), NULL as None. Flat memory.
 
     ``typed``: unquoted fields after the header in their SQLite storage class (:func:`parse_record`).
 
-    Raises BackupReadError (a ValueError) for a corrupt, truncated or non-UTF-8 file.
+    Raises BackupReadError (a ValueError) for a corrupt, truncated or non-UTF-8 file,
+    BackupTooLarge for one over ``limits`` (a record longer than ``max_record`` included);
+    ``sha256``: see :func:`iter_decompressed`.
     """
     pending = ""
     decoder = _utf8_decoder()
     header = True
-    for chunk in iter_decompressed(path):
+    for chunk in iter_decompressed(path, limits=limits, sha256=sha256):
         try:
             text = pending + decoder.decode(chunk)
         except UnicodeDecodeError as exc:
@@ -154,6 +157,8 @@ def iter_records(path: str | os.PathLike[str], typed: bool = False) -> Iterator[
                 header = False
                 rec_start, quotes = pos, 0
         pending = text[rec_start:]
+        if len(pending) > limits.max_record:
+            raise BackupTooLarge(f"a CSV record is longer than {limits.max_record:,} bytes")
     if pending:
         raise BackupReadError("the CSV ends inside a record")
 

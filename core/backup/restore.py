@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import logging
 import time
 from pathlib import Path
@@ -18,20 +17,23 @@ from ..db import (
     quote,
     table_identity,
 )
-from ..errors import BackupMismatch, RestoreError
+from ..errors import BackupMismatch, RestoreError, RetentionError
 from ..identity import TableIdentity
 from ..models import RestoreResult
 from ..timefmt import csv_to_sqlite, detect_sqlite_format
 from .catalog import manifest_of, resolve_backup, verify_backup
 from .csvfile import iter_records
+from .scan import PieceReader, ReadLimits, iter_decompressed
 
 log = logging.getLogger(__name__)
 
 
-def restore_backup(settings: Settings, name: str | Path) -> RestoreResult:
+def restore_backup(settings: Settings, name: str | Path, *, allow_unsigned: bool = False) -> RestoreResult:
     """Insert a backup's rows back into the table; rows whose key is present are skipped.
 
-    The backup is verified first and must be of this table with the same columns.
+    The backup is verified first (its manifest's signature too, with BACKUP_SIGNING_KEY; an
+    unsigned one only with ``allow_unsigned``), must be of this table with the same columns,
+    and is read within the limits its rows allow, its sha256 checked again before COMMIT.
     Runs in one transaction, holding the cleanup lock: on any error the table is
     unchanged. Raises BackupNotFound, BackupMismatch, RestoreError, LockHeld.
     """
@@ -47,7 +49,7 @@ def restore_backup(settings: Settings, name: str | Path) -> RestoreResult:
         raise RestoreError(f"{path.name} has columns {names}, the table has {info.column_names}")
     if m.get("primary_key") != info.manifest_key:
         raise RestoreError(f"{path.name} is keyed on {m.get('primary_key')!r}, the table on {info.manifest_key!r}")
-    v = verify_backup(settings, path)
+    v = verify_backup(settings, path, allow_unsigned=allow_unsigned)
     if not v.ok:
         raise BackupMismatch(str(path), "the backup", "matching its manifest", v.problem)
     # Restores and cleanups exclude each other: a cleanup running meanwhile could
@@ -56,7 +58,7 @@ def restore_backup(settings: Settings, name: str | Path) -> RestoreResult:
     try:
         locked.lock()
         insert = _restore_pg if info.dialect == "postgresql" else _restore_sqlite
-        restored = insert(engine, locked.dbapi, info, path, int(m.get("format_version") or 1))
+        restored = insert(engine, locked.dbapi, info, (path, m))
     finally:
         locked.close()
     result = RestoreResult(str(path), info.display_name, v.rows, restored, v.rows - restored,
@@ -83,7 +85,8 @@ def _conflict(engine: Any, info: TableInfo) -> str:
     return f"ON CONFLICT ({', '.join(quote(engine, k) for k in info.key)}) DO NOTHING"
 
 
-def _restore_pg(engine: Any, conn: Any, info: TableInfo, path: Path, version: int) -> int:
+def _restore_pg(engine: Any, conn: Any, info: TableInfo, backup: tuple[Path, dict[str, Any]]) -> int:
+    path, m = backup
     table = qualified(engine, info.schema, info.name)
     cols = ", ".join(quote(engine, c) for c in info.column_names)
     written = _written(engine, info)
@@ -91,10 +94,10 @@ def _restore_pg(engine: Any, conn: Any, info: TableInfo, path: Path, version: in
         with conn.cursor() as cur:
             cur.execute("SET LOCAL TIME ZONE 'UTC'")
             cur.execute(f"CREATE TEMP TABLE _retention_restore (LIKE {table}) ON COMMIT DROP")
-            with gzip.open(path, "rb") as f:
-                cur.copy_expert(
-                    f"COPY _retention_restore ({cols}) FROM STDIN WITH (FORMAT csv, HEADER true)", f, size=1 << 20
-                )
+            f = PieceReader(iter_decompressed(path, limits=ReadLimits.for_rows(m["rows"]), sha256=m["sha256"]))
+            cur.copy_expert(
+                f"COPY _retention_restore ({cols}) FROM STDIN WITH (FORMAT csv, HEADER true)", f, size=1 << 20
+            )
             cur.execute(
                 f"INSERT INTO {table} ({written}) OVERRIDING SYSTEM VALUE SELECT {written} FROM _retention_restore "
                 f"{_conflict(engine, info)}"
@@ -106,10 +109,13 @@ def _restore_pg(engine: Any, conn: Any, info: TableInfo, path: Path, version: in
         conn.rollback()
         if isinstance(exc, (OSError, ValueError, EOFError)):
             raise RestoreError(f"{path.name}: {exc}") from None
+        if isinstance(exc, RetentionError):
+            raise RestoreError(f"{path.name}: {exc.one_line()}") from None
         raise RestoreError(f"{path.name}: {' '.join(str(getattr(exc, 'pgerror', None) or exc).split())}") from None
 
 
-def _restore_sqlite(engine: Any, conn: Any, info: TableInfo, path: Path, version: int) -> int:
+def _restore_sqlite(engine: Any, conn: Any, info: TableInfo, backup: tuple[Path, dict[str, Any]]) -> int:
+    path, version = backup[0], int(backup[1].get("format_version") or 1)
     table = qualified(engine, info.schema, info.name)
     cols = _written(engine, info)
     marks = ", ".join("?" for c in info.columns if not c.generated)
@@ -118,7 +124,7 @@ def _restore_sqlite(engine: Any, conn: Any, info: TableInfo, path: Path, version
         conn.execute("BEGIN IMMEDIATE")
         before = conn.total_changes
         sql = f"INSERT INTO {table} ({cols}) VALUES ({marks}) {_conflict(engine, info)}"
-        for batch in _sqlite_batches(info, path, fmt if version < 2 else None):
+        for batch in _sqlite_batches(info, backup, fmt if version < 2 else None):
             conn.executemany(sql, batch)
         restored = conn.total_changes - before
         conn.execute("COMMIT")
@@ -131,16 +137,18 @@ def _restore_sqlite(engine: Any, conn: Any, info: TableInfo, path: Path, version
         raise RestoreError(f"{path.name}: {' '.join(str(exc).split())}") from None
 
 
-def _sqlite_batches(info: TableInfo, path: Path, fmt: Any) -> Any:
-    """The backup's records as SQLite values, 5000 at a time, generated columns left out.
+def _sqlite_batches(info: TableInfo, backup: tuple[Path, dict[str, Any]], fmt: Any) -> Any:
+    """The backup's records as SQLite values, 5000 at a time, generated columns left out, read
+    within the limits of the manifest's rows, the sha256 checked at the end.
 
     Format 2 (``fmt`` None): every value in the storage class it had. Format 1: text, but
     timestamps in the table's form and blobs as bytes.
     """
+    path, m = backup
     ts_i = info.column_index(info.timestamp_column)
     blobs = [i for i, c in enumerate(info.columns) if c.is_blob]
     keep = [i for i, c in enumerate(info.columns) if not c.generated]
-    records = iter_records(path, typed=fmt is None)
+    records = iter_records(path, typed=fmt is None, limits=ReadLimits.for_rows(m["rows"]), sha256=m["sha256"])
     header = next(records, None)
     if header != info.column_names:
         raise RestoreError(f"{path.name}: header {header} does not match the table's columns")

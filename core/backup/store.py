@@ -63,7 +63,7 @@ class LocalFolderStore:
     def put(self, name: str, source: Path) -> None:
         """Move ``source`` (in this folder) to ``name``: link, unlink, fsync the folder."""
         target = self.path(name)
-        os.link(source, target)  # FileExistsError instead of overwriting anything
+        os.link(source, target, follow_symlinks=False)  # FileExistsError instead of overwriting anything
         os.unlink(source)
         fsync_dir(self.root)
 
@@ -76,7 +76,7 @@ class LocalFolderStore:
     def list(self, suffix: str = "") -> list[str]:
         if not self.root.is_dir():
             return []
-        return [p.name for p in self.root.iterdir() if p.name.endswith(suffix)]
+        return [p.name for p in self.root.iterdir() if p.name.endswith(suffix) and not p.name.startswith(".")]
 
     def delete(self, name: str) -> None:
         self.path(name).unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from ..config import Settings
+from ..masking import redact as mask_secrets
 
 _TOKEN_RE = re.compile(r"xox[a-z]-[A-Za-z0-9-]+")
 _HOOK_RE = re.compile(r"(hooks\.slack(?:-gov)?\.com/)\S+")
@@ -33,12 +34,13 @@ def secrets_of(settings: Settings) -> tuple[str, ...]:
 
 def redact(text: str, secrets: Sequence[str]) -> str:
     """``text`` with each secret, and anything shaped like a Slack token, webhook path or
-    URL password, replaced by ``[redacted]``."""
+    URL password, replaced by ``[redacted]``; then :func:`core.masking.redact` (the database
+    URL's secrets, secret query parameters)."""
     for secret in secrets:
         text = text.replace(secret, "[redacted]")
     text = _TOKEN_RE.sub("xox?-[redacted]", text)
     text = _HOOK_RE.sub(r"\1[redacted]", text)
-    return _USERINFO_RE.sub(r"\1[redacted]@", text)
+    return mask_secrets(_USERINFO_RE.sub(r"\1[redacted]@", text))
 
 
 class _Redact(logging.Filter):
