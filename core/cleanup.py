@@ -23,9 +23,10 @@ from sqlalchemy.engine import Engine
 
 from . import history
 from .backup.deflate import codec_for
-from .backup.finish import finish_backup, remove_partial
+from .backup.finish import remove_partial
 from .backup.manifest import backup_names, build_manifest
 from .backup.store import LocalFolderStore
+from .backup.stored import FinishRequest, attach_segments, finish_anywhere, prepare_store
 from .backup.writer import MemberWriter
 from .batches import Journal, PostgresBatcher, SqliteBatcher
 from .config import Settings
@@ -95,6 +96,7 @@ def plan_run(settings: Settings, request: CleanupRequest) -> Run:
     engine = check_connection(settings)
     info = describe_table(settings, engine)
     store = LocalFolderStore.prepare(settings.backup_dir)
+    prepare_store(settings)  # an unusable BACKUP_STORE fails the run here, before anything is written
     run_id = str(uuid.uuid4())
     final, partial, manifest = backup_names(store.root, info.display_name, run_id, started)
     return Run(settings=settings, engine=engine, info=info, run_id=run_id, cutoff=cutoff, trigger=trigger,
@@ -218,6 +220,7 @@ class Run:
         try:
             with map_exceptions():
                 writer = MemberWriter(self.partial_file, self.settings.gzip_level)
+                attach_segments(self.settings, writer, self.backup_file)
                 log.info("archiving %d rows of %s older than %s into %s", total, self.table,
                          self.cutoff.isoformat(), self.backup_file.name)
                 self._batches(batcher, writer, journal, total)
@@ -228,27 +231,28 @@ class Run:
                     self.info, run_id=self.run_id, cutoff=self.cutoff, span=(journal.min_ts, journal.max_ts),
                     deflate=codec_for(self.settings.gzip_level).library, sqlite_format=fmt, settings=self.settings,
                 )
-                final, manifest, scan = finish_backup(
+                done = finish_anywhere(self.settings, FinishRequest(
                     partial=self.partial_file, final=self.backup_file, committed_bytes=writer.size,
                     rows=journal.rows, sha256=writer.sha.hexdigest(), known=writer.verified(),
                     manifest_fields=fields,
-                )
+                ))
         except RetentionError as exc:
             if writer is not None:
                 writer.close()
             log.error("cleanup of %s failed: %s", self.table, exc.one_line())
             return self.fail(exc.one_line())
-        finished = utcnow()
+        finished, scan = utcnow(), done.scan
+        where = dict(backup_file=done.data and str(done.data), manifest_file=done.manifest and str(done.manifest),
+                     backup_url=done.url)
         history.update_run(
             self.engine, self.info.schema, self.run_id, status=RunStatus.SUCCESS, finished_at=finished,
             rows_archived=journal.rows, rows_deleted=journal.rows, sha256=scan.sha256,
-            backup_bytes=scan.size_bytes, partial_file=None, backup_file=str(final), manifest_file=str(manifest),
+            backup_bytes=scan.size_bytes, partial_file=None, **where,
         )
         log.info("archived and deleted %d rows of %s; backup %s (sha256 %s)", journal.rows, self.table,
-                 final.name, scan.sha256[:12])
-        return self.result(RunStatus.SUCCESS, rows=journal.rows, backup_file=str(final),
-                           manifest_file=str(manifest), sha256=scan.sha256, backup_bytes=scan.size_bytes,
-                           finished_at=finished)
+                 done.url or self.backup_file.name, scan.sha256[:12])
+        return self.result(RunStatus.SUCCESS, rows=journal.rows, sha256=scan.sha256, backup_bytes=scan.size_bytes,
+                           finished_at=finished, **where)
 
     def _batches(self, batcher: Any, writer: MemberWriter, journal: Journal, total: int) -> None:
         if self.progress:

@@ -25,6 +25,7 @@ from urllib.parse import quote
 from sqlalchemy.engine import make_url
 
 from .errors import BadSetting
+from .storeconf import check_bool, check_days, check_store
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,12 @@ class Settings:
         check=_check_days)
     backup_dir: str = setting(
         "BACKUP_DIR", "./backups", "where backups are written", check=_check_not_empty, flag="--backup-dir")
+    backup_store: str | None = setting(
+        "BACKUP_STORE", None, "s3://bucket/prefix: durable home of backups (AWS_* variables)", check=check_store)
+    backup_keep_local: str | None = setting(
+        "BACKUP_KEEP_LOCAL", None, "keep local copies once stored (default: true without a store)", check=check_bool)
+    backup_retention_days: str | None = setting(
+        "BACKUP_RETENTION_DAYS", None, "delete backups older than N days everywhere (unset: never)", check=check_days)
     batch_size: int = setting(
         "CLEANUP_BATCH_SIZE", DEFAULT_BATCH_SIZE, "rows per archive-and-delete transaction",
         check=_between(1, 1_000_000, "must be between 1 and 1000000"))

@@ -50,6 +50,7 @@ VERSION_TABLE = "retention_schema"
 # Version 1 is the table as first released. Append only; never edit a released step.
 MIGRATIONS: tuple[tuple[int, Column], ...] = (
     (2, Column("rows_matched", BigInteger)),  # rows older than the cutoff when the run looked (dry runs)
+    (3, Column("backup_url", Text)),  # the stored object (BACKUP_STORE), s3://…
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0] if MIGRATIONS else 1
 
@@ -260,6 +261,7 @@ def row_to_result(row: dict[str, Any]) -> RunResult:
         notification_detail=row.get("notification_detail"),
         backup_bytes=row.get("backup_bytes"),
         rows_matched=int(row.get("rows_matched") or 0),
+        backup_url=row.get("backup_url"),
     )
 
 

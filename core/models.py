@@ -161,6 +161,7 @@ class RunResult:
     backup_bytes: int | None = None
     rows_matched: int = 0  # rows older than the cutoff when the run looked (a dry run's answer)
     recovered_runs: tuple[str, ...] = ()
+    backup_url: str | None = None  # the stored object (BACKUP_STORE), or None
 
 
 @dataclass(frozen=True)
