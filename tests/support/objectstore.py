@@ -137,3 +137,33 @@ class FlakyProxy:
     def close(self) -> None:
         self.closed = True
         self.sock.close()
+
+
+def stored_state(endpoint: str, bucket: str, workdir: Any) -> dict[str, Any]:
+    """What the bucket holds, checked: every final object matches its manifest (sha256, rows), no batch object
+    or open upload is left. Returns {"backups": {key: [row keys]}, "objects": [keys]}."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from tests.support.invariants import fast_keys
+
+    c = client(endpoint)
+    objects = keys(endpoint, bucket)
+    assert not [k for k in objects if ".parts/" in k], f"batch objects left: {objects}"
+    assert not open_uploads(endpoint, bucket), "a multipart upload was left open"
+    backups: dict[str, list[str]] = {}
+    for k in objects:
+        if not k.endswith(".csv.gz"):
+            continue
+        mkey = k[: -len(".csv.gz")] + ".manifest.json"
+        assert mkey in objects, f"{k} has no manifest in the store"
+        m = json.loads(c.get_object(Bucket=bucket, Key=mkey)["Body"].read())
+        data = c.get_object(Bucket=bucket, Key=k)["Body"].read()
+        assert hashlib.sha256(data).hexdigest() == m["sha256"], f"{k} does not match its manifest"
+        local = Path(workdir) / ("dl-" + k.replace("/", "_"))
+        local.write_bytes(data)
+        backups[k] = fast_keys(local)
+        assert len(backups[k]) == m["rows"], f"{k}: {len(backups[k])} rows, manifest says {m['rows']}"
+        local.unlink()
+    return {"backups": backups, "objects": objects}
