@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 
 from . import history
 from .backup.deflate import codec_for
+from .backup.expiry import expire_after_run
 from .backup.finish import remove_partial
 from .backup.manifest import backup_names, build_manifest
 from .backup.store import LocalFolderStore
@@ -180,6 +181,7 @@ class Run:
                 history.ensure_history(self.engine, self.info.schema)
                 recovered = recover_interrupted(self.settings, engine=self.engine, info=self.info)
                 result = self.archive_and_delete(conn)
+                expire_after_run(self.settings)  # BACKUP_RETENTION_DAYS, under the lock this run holds
         except DatabaseError as exc:  # outside a batch: disk full, connection lost
             raise CleanupFailed(f"cleanup of {self.table} stopped: database error: {exc.one_line()}; "
                                 "the next run recovers anything unfinished", run_id=self.run_id) from None

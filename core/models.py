@@ -21,6 +21,7 @@ class RunStatus(StrEnum):
     DRY_RUN = "dry_run"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    EXPIRED = "expired"  # not a cleanup: a backup deleted everywhere under BACKUP_RETENTION_DAYS
 
     @property
     def label(self) -> str:
@@ -39,6 +40,7 @@ _RUN_LABELS = {
     RunStatus.DRY_RUN: "🔍 dry run",
     RunStatus.FAILED: "❌ failed",
     RunStatus.INTERRUPTED: "⚠️ interrupted",
+    RunStatus.EXPIRED: "🗑️ backup expired",
 }
 
 
@@ -179,6 +181,12 @@ class BackupInfo:
     run_id: str | None
     min_timestamp: datetime | None = None
     max_timestamp: datetime | None = None
+    # where it lives: {"kind": "local" | "store", "where": path or s3:// URL, "verified": bool}
+    locations: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.file.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from .manifest import (
 )
 from .scan import scan_file
 from .store import LocalFolderStore
+from .stored import merge_stored
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,11 @@ def list_backups(settings: Settings) -> list[BackupInfo]:
                 sha256=str(m.get("sha256")), run_id=m.get("run_id"),
                 min_timestamp=parse_db_timestamp(m.get("min_timestamp")),
                 max_timestamp=parse_db_timestamp(m.get("max_timestamp")),
+                locations=({"kind": "local", "where": str(data.resolve()),
+                            "verified": size == m.get("size_bytes", size)},),
             )
         )
+    out = merge_stored(settings, out)
     out.sort(key=lambda b: (b.created_at is not None, b.created_at), reverse=True)
     return out
 

@@ -15,11 +15,26 @@ from ..models import RestoreResult
 from ..timefmt import csv_to_sqlite, detect_sqlite_format
 from .catalog import manifest_of, resolve_backup, verify_backup
 from .csvfile import iter_records
+from .manifest import manifest_path_for
+from .s3 import SCHEME
+from .stored import fetch_stored
 
 log = logging.getLogger(__name__)
 
 
 def restore_backup(settings: Settings, name: str | Path) -> RestoreResult:
+    """Restore a backup of BACKUP_DIR, or a stored one by its ``s3://`` URL (fetched, verified, then removed)."""
+    if not str(name).startswith(SCHEME):
+        return _restore_local(settings, name)
+    path = fetch_stored(settings, str(name))
+    try:
+        return _restore_local(settings, path)
+    finally:
+        for p in (path, manifest_path_for(path)):
+            p.unlink(missing_ok=True)
+
+
+def _restore_local(settings: Settings, name: str | Path) -> RestoreResult:
     """Insert a backup's rows back into the table; rows whose key is present are skipped.
 
     The backup is verified first and must be of this table with the same columns.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,3 +160,71 @@ def attach_segments(settings: Any, writer: Any, final: Path) -> None:
     store = S3Store.from_settings(settings)
     if store is not None:
         writer.on_member = SegmentUploader(store, final.name)
+
+
+def merge_stored(settings: Any, local: list[Any]) -> list[Any]:
+    """Backups listed in BACKUP_DIR plus those in the store, each once, with all its locations.
+
+    A stored location is ``verified`` when both its objects are there: the manifest is written
+    only after the data object was streamed back against its sha256.
+    """
+    import dataclasses
+
+    from ..timefmt import parse_db_timestamp
+    from .manifest import MANIFEST_SUFFIX, data_name_for
+
+    store = S3Store.from_settings(settings)
+    if store is None:
+        return local
+    by_name = {b.name: b for b in local}
+    names = set(store.list())
+    for mname in [n for n in names if n.endswith(MANIFEST_SUFFIX)]:
+        name = data_name_for(mname)
+        if name not in names:
+            continue
+        try:
+            m = json.loads(store.read_bytes(mname))
+        except ValueError as exc:
+            log.warning("skipping %s: %s", store.url(mname), exc)
+            continue
+        here = {"kind": "store", "where": store.url(name), "verified": True}
+        if name in by_name:
+            b = by_name[name]
+            by_name[name] = dataclasses.replace(b, locations=(*b.locations, here))
+            continue
+        by_name[name] = _stored_info(store, name, m, here, parse_db_timestamp)
+    return list(by_name.values())
+
+
+def _stored_info(store: S3Store, name: str, m: dict[str, Any], here: dict[str, Any], ts: Any) -> Any:
+    from ..models import BackupInfo
+
+    return BackupInfo(
+        file=store.url(name), manifest_file=store.url(manifest_path_for(Path(name)).name), table=str(m.get("table")),
+        rows=int(m.get("rows") or 0), cutoff=ts(m.get("cutoff")), created_at=ts(m.get("created_at")),
+        size_bytes=int(m.get("size_bytes") or 0), sha256=str(m.get("sha256")), run_id=m.get("run_id"),
+        min_timestamp=ts(m.get("min_timestamp")), max_timestamp=ts(m.get("max_timestamp")), locations=(here,))
+
+
+def fetch_stored(settings: Any, url: str) -> Path:
+    """Copy a stored backup and its manifest into BACKUP_DIR under a fetch name; the data path.
+
+    The copy is checked against the stored manifest's sha256 afterwards by whoever uses it
+    (verify, restore). Raises BackupNotFound (not this store's, or no such backup), StoreError.
+    """
+    from ..errors import BackupNotFound
+    from .store import LocalFolderStore
+
+    store = S3Store.from_settings(settings)
+    name = store.name_of(url) if store else None
+    if store is None or not name or not name.endswith(".csv.gz"):
+        raise BackupNotFound(url, "is not a backup in BACKUP_STORE" + (f" ({store.base})" if store else " (unset)"))
+    mname = manifest_path_for(Path(name)).name
+    if not store.exists(mname):
+        raise BackupNotFound(url, "has no manifest in the store (not a finished backup)")
+    local = LocalFolderStore.prepare(settings.backup_dir)
+    stem = f"fetched-{uuid.uuid4().hex[:8]}-"
+    data, manifest = local.path(stem + name), local.path(stem + mname)
+    store.download(name, data)
+    manifest.write_bytes(store.read_bytes(mname))
+    return data
