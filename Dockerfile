@@ -1,7 +1,8 @@
 # The Log Retention Console: dashboard + HTTP trigger in one process on $PORT.
 #   docker build -t log-retention-console .
 #   docker run -p 8501:8501 -e DATABASE_URL=postgresql+psycopg2://… -e CLEANUP_TRIGGER_TOKEN=… log-retention-console
-# The container's disk is not a backup store: see docs/scheduling.md ("Deployment").
+# The container's disk is not a backup store: set BACKUP_STORE=s3://bucket/prefix and the AWS_*
+# variables (docs/deploy.md).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -11,7 +12,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     STREAMLIT_SERVER_HEADLESS=true \
     STREAMLIT_BROWSER_GATHER_USAGE_STATS=false \
     PORT=8501 \
-    BACKUP_DIR=/app/backups
+    BACKUP_DIR=/app/backups \
+    BACKUP_STORE= \
+    BACKUP_KEEP_LOCAL=
 
 WORKDIR /app
 

@@ -59,6 +59,8 @@ from build_table import (
 
 ROOT = Path(__file__).resolve().parent.parent
 APPROACHES = ("naive", "limit", "limit-isal", "core")
+EXTRA = ("core-store",)  # core with BACKUP_STORE on a loopback moto server (issue 15); by --approaches only
+_S3: dict = {}
 MB = 1e6
 
 # ---------------------------------------------------------------------------
@@ -168,7 +170,9 @@ def measure(approach: str, url: str, cutoff: str, work: Path, expect: int) -> di
     backups.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": url, "BACKUP_DIR": str(backups),
            "LOG_TABLE": TABLE, "LOG_TIMESTAMP_COLUMN": "created_at"}
-    if approach == "core":
+    if approach == "core-store":
+        env.update(store_env())
+    if approach.startswith("core"):
         cmd = [sys.executable, "-m", "core", "run", "--json", "--no-notify", "--cutoff", cutoff]
     else:
         out = str(backups / ("naive.csv" if approach == "naive" else f"{approach}.csv.gz"))
@@ -178,6 +182,9 @@ def measure(approach: str, url: str, cutoff: str, work: Path, expect: int) -> di
     if rc != 0:
         raise SystemExit(f"{approach} failed (exit {rc}): {stderr.strip()[-2000:]}")
     res = json.loads(stdout)
+    if approach == "core-store":
+        rows, size = res["rows_deleted"], check_stored(res, expect) / MB
+        return {"wall": wall, "peak": peak, "cpu": cpu, "backup": size, "rows": rows}
     if approach == "core":
         if res["status"] != "success" or res["rows_deleted"] != expect:
             raise SystemExit(f"core run: {res}")
@@ -194,6 +201,44 @@ def measure(approach: str, url: str, cutoff: str, work: Path, expect: int) -> di
     size = os.path.getsize(out) / MB
     shutil.rmtree(backups, ignore_errors=True)
     return {"wall": wall, "peak": peak, "cpu": cpu, "backup": size, "rows": rows}
+
+
+def store_env() -> dict[str, str]:
+    """A moto S3 server on loopback (started once) and a fresh bucket: the environment of a run with a store."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    if "url" not in _S3:
+        import logging
+        import socket
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        _S3["server"] = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        _S3["server"].start()
+        _S3["url"] = f"http://127.0.0.1:{port}"
+    env = {"AWS_ENDPOINT_URL": _S3["url"], "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    _S3["client"] = boto3.client("s3", endpoint_url=_S3["url"], aws_access_key_id="bench",
+                                 aws_secret_access_key="bench", region_name="us-east-1")
+    bucket = f"bench-{time.monotonic_ns()}"
+    _S3["client"].create_bucket(Bucket=bucket)
+    return {**env, "BACKUP_STORE": f"s3://{bucket}/backups"}
+
+
+def check_stored(res: dict, expect: int) -> int:
+    """The stored object of a core-store run matches the run's sha256; its size in bytes."""
+    import hashlib
+
+    if res["status"] != "success" or res["rows_deleted"] != expect or not res.get("backup_url"):
+        raise SystemExit(f"core-store run: {res}")
+    bucket, key = res["backup_url"][5:].split("/", 1)
+    body = _S3["client"].get_object(Bucket=bucket, Key=key)["Body"].read()
+    if hashlib.sha256(body).hexdigest() != res["sha256"]:
+        raise SystemExit(f"the stored backup {res['backup_url']} does not match the run's sha256")
+    return len(body)
 
 
 def time_dashboard(url: str, cutoff: str, work: Path) -> dict:
@@ -281,6 +326,9 @@ def bench_one(db: str, n: int, args: argparse.Namespace, work: Path) -> dict:
         print(f"   core/limit-isal (the limit with core's compressor, for reference): wall "
               f"{med['core']['wall'] / med['limit-isal']['wall']:.2f}x, "
               f"backup {med['core']['backup'] / med['limit-isal']['backup']:.2f}x")
+    if "core" in med and "core-store" in med:
+        print(f"   core-store/core (with BACKUP_STORE on loopback): wall "
+              f"{med['core-store']['wall'] / med['core']['wall']:.2f}x")
     if "core" in med and "naive" in med:
         print(f"   naive/core: wall {med['naive']['wall'] / med['core']['wall']:.1f}x")
     print(f"   dashboard: stats {dash['stats'] * 1000:.0f} ms, preview {dash['preview'] * 1000:.0f} ms "
@@ -305,6 +353,9 @@ def verdicts(results: dict) -> list[str]:
             if db == "pg":
                 b = m["core"]["backup"] / m["limit"]["backup"]
                 check(b <= 1.10, f"{label}: core/limit backup {b:.2f}x <= 1.10x")
+        if n == 1_000_000 and db == "pg" and "core" in m and "core-store" in m:
+            x = m["core-store"]["wall"] / m["core"]["wall"]
+            check(x <= 1.3, f"{label}: core with a store / without {x:.2f}x <= 1.3x")
         if n == 1_000_000 and db == "pg" and "core" in m and "naive" in m:
             x = m["naive"]["wall"] / m["core"]["wall"]
             check(x >= 5, f"{label}: naive/core {x:.1f}x >= 5x")
@@ -338,8 +389,8 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.db_url, args.cutoff, args.out)))
         return
     args.approaches = [a for a in args.approaches.split(",") if a]
-    if set(args.approaches) - set(APPROACHES):
-        ap.error(f"--approaches: choose from {', '.join(APPROACHES)}")
+    if set(args.approaches) - set(APPROACHES) - set(EXTRA):
+        ap.error(f"--approaches: choose from {', '.join(APPROACHES + EXTRA)}")
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     dbs = ["pg", "sqlite"] if args.db == "both" else [args.db]
     print(f"bench: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "

@@ -23,9 +23,11 @@ from sqlalchemy.engine import Engine
 
 from . import history
 from .backup.deflate import codec_for
-from .backup.finish import finish_backup, remove_partial
+from .backup.expiry import expire_after_run
+from .backup.finish import remove_partial
 from .backup.manifest import backup_names, build_manifest
 from .backup.store import LocalFolderStore
+from .backup.stored import FinishRequest, attach_segments, finish_anywhere, prepare_store
 from .backup.writer import MemberWriter
 from .batches import Journal, PostgresBatcher, SqliteBatcher
 from .config import Settings
@@ -121,6 +123,7 @@ def plan_run(settings: Settings, request: CleanupRequest) -> Run:
     if refusal and not request.dry_run:  # before the lock, the history row or the backup file
         raise DependentRowsRefused(info.display_name, refusal)
     store = LocalFolderStore.prepare(settings.backup_dir)
+    prepare_store(settings)  # an unusable BACKUP_STORE fails the run here, before anything is written
     run_id = str(uuid.uuid4())
     final, partial, manifest = backup_names(store.root, info.display_name, run_id, started)
     return Run(settings=settings, engine=engine, info=info, run_id=run_id, cutoff=cutoff, trigger=trigger,
@@ -223,6 +226,7 @@ class Run:
                 history.ensure_history(self.engine, self.info.schema)
                 recovered = recover_interrupted(self.settings, engine=self.engine, info=self.info)
                 result = self.archive_and_delete(conn)
+                expire_after_run(self.settings)  # BACKUP_RETENTION_DAYS, under the lock this run holds
         except DatabaseError as exc:  # outside a batch: disk full, connection lost
             raise CleanupFailed(f"cleanup of {self.table} stopped: database error: {exc.one_line()}; "
                                 "the next run recovers anything unfinished", run_id=self.run_id) from None
@@ -268,6 +272,7 @@ class Run:
         try:
             with map_exceptions():
                 writer = MemberWriter(self.partial_file, self.settings.gzip_level)
+                attach_segments(self.settings, writer, self.backup_file)
                 log.info("archiving %d rows of %s older than %s into %s", total, self.table,
                          self.cutoff.isoformat(), self.backup_file.name)
                 self._batches(batcher, writer, journal, total)
@@ -281,27 +286,28 @@ class Run:
                 if self.dependents.delete_hooks:  # allowed, or plan_run would have refused
                     fields["delete_triggers_fired"] = [f"{h.kind} {h.name} on {h.table}"
                                                        for h in self.dependents.delete_hooks]
-                final, manifest, scan = finish_backup(
+                done = finish_anywhere(self.settings, FinishRequest(
                     partial=self.partial_file, final=self.backup_file, committed_bytes=writer.size,
                     rows=journal.rows, sha256=writer.sha.hexdigest(), known=writer.verified(),
-                    manifest_fields=fields, signing_key=self.settings.backup_signing_key,
-                )
+                    manifest_fields=fields,
+                ))
         except RetentionError as exc:
             if writer is not None:
                 writer.close()
             log.error("cleanup of %s failed: %s", self.table, exc.one_line())
             return self.fail(exc.one_line())
-        finished = utcnow()
+        finished, scan = utcnow(), done.scan
+        where = dict(backup_file=done.data and str(done.data), manifest_file=done.manifest and str(done.manifest),
+                     backup_url=done.url)
         history.update_run(
             self.engine, self.info.schema, self.run_id, status=RunStatus.SUCCESS, finished_at=finished,
             rows_archived=journal.rows, rows_deleted=journal.rows, sha256=scan.sha256,
-            backup_bytes=scan.size_bytes, partial_file=None, backup_file=str(final), manifest_file=str(manifest),
+            backup_bytes=scan.size_bytes, partial_file=None, **where,
         )
         log.info("archived and deleted %d rows of %s; backup %s (sha256 %s)", journal.rows, self.table,
-                 final.name, scan.sha256[:12])
-        return self.result(RunStatus.SUCCESS, rows=journal.rows, backup_file=str(final),
-                           manifest_file=str(manifest), sha256=scan.sha256, backup_bytes=scan.size_bytes,
-                           finished_at=finished, rows_skipped=batcher.skipped)
+                 done.url or self.backup_file.name, scan.sha256[:12])
+        return self.result(RunStatus.SUCCESS, rows=journal.rows, sha256=scan.sha256, backup_bytes=scan.size_bytes,
+                           finished_at=finished, rows_skipped=batcher.skipped, **where)
 
     def _batches(self, batcher: Any, writer: MemberWriter, journal: Journal, total: int) -> None:
         if self.progress:

@@ -125,8 +125,21 @@ def cmd_backups(args: argparse.Namespace, settings: Settings) -> None:
     items = backup.list_backups(settings)
     lines = [f"{b.file}\n    error: {b.error}" if b.error else
              f"{b.file}\n    {count(b.rows)} rows of {b.table}, cutoff {timestamp(b.cutoff)}, created "
-             f"{timestamp(b.created_at)}, {human_bytes(b.size_bytes)}, sha256 {b.sha256}" for b in items]
+             f"{timestamp(b.created_at)}, {human_bytes(b.size_bytes)}, sha256 {b.sha256}"
+             + "".join(f"\n    {loc['kind']}: {loc['where']}" for loc in b.locations) for b in items]
     _print(args, {"backups": items}, "\n".join(lines) or f"no backups in {settings.backup_dir}")
+
+
+def cmd_expire_backups(args: argparse.Namespace, settings: Settings) -> None:
+    from .backup.expiry import expire_backups
+
+    r = expire_backups(settings, dry_run=args.dry_run)
+    verb = "would delete" if r.dry_run else "deleted"
+    lines = [f"{verb} {e.name} ({count(e.rows)} rows of {e.table}, created {timestamp(e.created_at)}) from "
+             f"{', '.join(e.removed_from)}" for e in r.expired]
+    lines += [f"kept {n}: the newest backup of its table" for n in r.kept_newest]
+    _print(args, r, "\n".join(lines) or ("BACKUP_RETENTION_DAYS is unset: backups are kept forever"
+                                         if r.retention_days is None else "no backup has expired"))
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> None:
@@ -232,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--allow-unsigned", action="store_true",
                    help="with BACKUP_SIGNING_KEY set, accept a manifest without a signature (an older backup)")
+    command("expire-backups", cmd_expire_backups, "delete backups older than BACKUP_RETENTION_DAYS everywhere"
+            ).add_argument("--dry-run", action="store_true", help="list what would be deleted; change nothing")
     command("history", cmd_history, "past runs, newest first").add_argument(
         "--limit", type=_positive, default=50)
     command("notify-test", cmd_notify_test, "send a test message to Slack")

@@ -40,6 +40,7 @@ from .checks import (
 )
 from .errors import BadSetting
 from .masking import mask_url, remember, url_secrets
+from .storeconf import check_backup_days, check_bool, check_store
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,13 @@ class Settings:
         check=check_days)
     backup_dir: str = setting(
         "BACKUP_DIR", "./backups", "where backups are written", check=check_not_empty, flag="--backup-dir")
+    backup_store: str | None = setting(
+        "BACKUP_STORE", None, "s3://bucket/prefix: durable home of backups (AWS_* variables)", check=check_store)
+    backup_keep_local: str | None = setting(
+        "BACKUP_KEEP_LOCAL", None, "keep local copies once stored (default: true without a store)", check=check_bool)
+    backup_retention_days: str | None = setting(
+        "BACKUP_RETENTION_DAYS", None, "delete backups older than N days everywhere (unset: never)",
+        check=check_backup_days)
     batch_size: int = setting(
         "CLEANUP_BATCH_SIZE", DEFAULT_BATCH_SIZE, "rows per archive-and-delete transaction",
         check=between(1, 1_000_000, "must be between 1 and 1000000"))

@@ -55,6 +55,7 @@ MIGRATIONS: tuple[tuple[int, Column], ...] = (
     (3, Column("table_key", String(300))),  # the server's canonical schema.table (core.identity): every spelling
     (4, Column("rows_skipped", BigInteger)),  # old rows kept: still referenced through RESTRICT / NO ACTION
     (5, Column("notes", Text)),  # what the operator should know: RLS, delete triggers that fired (one per line)
+    (6, Column("backup_url", Text)),  # the stored object (BACKUP_STORE), s3://…
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0] if MIGRATIONS else 1
 
@@ -276,6 +277,7 @@ def row_to_result(row: dict[str, Any]) -> RunResult:
         rows_matched=int(row.get("rows_matched") or 0),
         rows_skipped=int(row.get("rows_skipped") or 0),
         notes=tuple((row.get("notes") or "").splitlines()),
+        backup_url=row.get("backup_url"),
     )
 
 

@@ -21,6 +21,7 @@ class RunStatus(StrEnum):
     DRY_RUN = "dry_run"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    EXPIRED = "expired"  # not a cleanup: a backup deleted everywhere under BACKUP_RETENTION_DAYS
 
     @property
     def label(self) -> str:
@@ -39,6 +40,7 @@ _RUN_LABELS = {
     RunStatus.DRY_RUN: "🔍 dry run",
     RunStatus.FAILED: "❌ failed",
     RunStatus.INTERRUPTED: "⚠️ interrupted",
+    RunStatus.EXPIRED: "🗑️ backup expired",
 }
 
 
@@ -168,6 +170,7 @@ class RunResult:
     # Read from history: status 'running' while no process holds the table's lock. The next
     # cleanup recovers it; readers never write (docs/design.md, "Locking by identity").
     awaiting_recovery: bool = False
+    backup_url: str | None = None  # the stored object (BACKUP_STORE), or None
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,12 @@ class BackupInfo:
     min_timestamp: datetime | None = None
     max_timestamp: datetime | None = None
     error: str | None = None  # the manifest or file could not be read: this entry is only its name and why
+    # where it lives: {"kind": "local" | "store", "where": path or s3:// URL, "verified": bool}
+    locations: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.file.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,7 @@ _HEADLINES = {
     RunStatus.FAILED: "❌ Log cleanup failed",
     RunStatus.INTERRUPTED: "⚠️ Log cleanup interrupted",
     RunStatus.RUNNING: "⏳ Log cleanup running",
+    RunStatus.EXPIRED: "🗑️ Backup expired",
 }
 
 

@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from . import history
-from .backup.finish import finish_backup, remove_partial
+from .backup.finish import remove_partial
 from .backup.manifest import build_manifest
-from .backup.scan import Scan
+from .backup.stored import Finished, FinishRequest, finish_anywhere, forget_unfinished
 from .config import Settings
 from .db import (
     TableInfo,
@@ -82,6 +82,7 @@ def settle(settings: Settings, info: TableInfo, row: dict[str, Any], *, status: 
     run_id, rows = row["run_id"], int(row["rows_deleted"] or 0)
     if rows == 0:
         remove_partial(Path(row["partial_file"]) if row.get("partial_file") else None)
+        forget_unfinished(settings, Path(row["backup_file"]) if row.get("backup_file") else None)
         history.update_run(
             engine, info.schema, run_id, status=status, finished_at=utcnow(), backup_file=None,
             manifest_file=None, partial_file=None, error=f"{error}; no row was deleted",
@@ -91,30 +92,31 @@ def settle(settings: Settings, info: TableInfo, row: dict[str, Any], *, status: 
         info, run_id=run_id, cutoff=as_utc(row["cutoff"]), span=(row.get("min_ts"), row.get("max_ts")),
         deflate=None, sqlite_format=_sqlite_format(engine, info), settings=settings,
     )
-    finished = _finish(row, rows, fields, settings.backup_signing_key)
+    finished = _finish(settings, row, rows, fields)
     if isinstance(finished, str):
         log.error("run %s: %d deleted rows' backup needs attention: %s", run_id, rows, finished)
         history.update_run(engine, info.schema, run_id, status=status, finished_at=utcnow(),
                            error=f"{error}; backup of {rows} deleted rows needs attention: {finished}")
         return
-    final, manifest, scan = finished
+    scan = finished.scan
     history.update_run(
         engine, info.schema, run_id, status=status, finished_at=utcnow(), rows_archived=rows, rows_deleted=rows,
-        sha256=scan.sha256, backup_bytes=scan.size_bytes, backup_file=str(final), manifest_file=str(manifest),
-        partial_file=None, error=f"{error}; the backup of the {rows} rows it deleted was completed and verified",
+        sha256=scan.sha256, backup_bytes=scan.size_bytes, backup_file=finished.data and str(finished.data),
+        manifest_file=finished.manifest and str(finished.manifest), backup_url=finished.url, partial_file=None, error=f"{error}; the backup of the {rows} rows it deleted was completed and verified",
     )
-    log.info("run %s: backup %s of %d deleted rows completed and verified", run_id, final.name, rows)
+    log.info("run %s: backup %s of %d deleted rows completed and verified", run_id,
+             finished.url or Path(row["backup_file"]).name, rows)
 
 
-def _finish(row: dict[str, Any], rows: int, fields: dict[str, Any], key: str | None) -> tuple[Path, Path, Scan] | str:
+def _finish(settings: Settings, row: dict[str, Any], rows: int, fields: dict[str, Any]) -> Finished | str:
     """Finish the run's backup from its journal: (data, manifest, scan), or the problem on one line."""
     if not (row.get("partial_file") and row.get("backup_file")):
         return "the run's history row names no backup file"
     try:
         with map_exceptions():
-            return finish_backup(partial=Path(row["partial_file"]), final=Path(row["backup_file"]),
-                                 committed_bytes=int(row["committed_bytes"]), rows=rows, manifest_fields=fields,
-                                 signing_key=key)
+            return finish_anywhere(settings, FinishRequest(
+                partial=Path(row["partial_file"]), final=Path(row["backup_file"]),
+                committed_bytes=int(row["committed_bytes"]), rows=rows, manifest_fields=fields))
     except RetentionError as exc:
         return exc.one_line()
 

@@ -34,6 +34,7 @@ from .manifest import (
 from .scan import ReadLimits, Scan, scan_file
 from .signing import signature_problem
 from .store import LocalFolderStore
+from .stored import merge_stored
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ def list_backups(settings: Settings) -> list[BackupInfo]:
             log.warning("backup %s: %s", name, why)
             out.append(BackupInfo(file=str(data), manifest_file=str(manifest), table="", rows=0, cutoff=None,
                                   created_at=None, size_bytes=0, sha256="", run_id=None, error=redact(why)))
+    out = merge_stored(settings, out)
     out.sort(key=lambda b: (b.created_at is not None, b.created_at), reverse=True)
     return out
 
@@ -94,6 +96,7 @@ def _listed(manifest: Path, data: Path) -> BackupInfo:
         size_bytes=st.st_size, sha256=m["sha256"], run_id=m.get("run_id"),
         min_timestamp=parse_db_timestamp(m.get("min_timestamp")),
         max_timestamp=parse_db_timestamp(m.get("max_timestamp")),
+        locations=({"kind": "local", "where": str(data), "verified": st.st_size == m.get("size_bytes", st.st_size)},),
     )
 
 

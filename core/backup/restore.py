@@ -23,12 +23,27 @@ from ..models import RestoreResult
 from ..timefmt import csv_to_sqlite, detect_sqlite_format
 from .catalog import manifest_of, resolve_backup, verify_backup
 from .csvfile import iter_records
+from .manifest import manifest_path_for
+from .s3 import SCHEME
 from .scan import PieceReader, ReadLimits, iter_decompressed
+from .stored import fetch_stored
 
 log = logging.getLogger(__name__)
 
 
 def restore_backup(settings: Settings, name: str | Path, *, allow_unsigned: bool = False) -> RestoreResult:
+    """Restore a backup of BACKUP_DIR, or a stored one by its ``s3://`` URL (fetched, verified, then removed)."""
+    if not str(name).startswith(SCHEME):
+        return _restore_local(settings, name, allow_unsigned=allow_unsigned)
+    path = fetch_stored(settings, str(name))
+    try:
+        return _restore_local(settings, path, allow_unsigned=allow_unsigned)
+    finally:
+        for p in (path, manifest_path_for(path)):
+            p.unlink(missing_ok=True)
+
+
+def _restore_local(settings: Settings, name: str | Path, *, allow_unsigned: bool) -> RestoreResult:
     """Insert a backup's rows back into the table; rows whose key is present are skipped.
 
     The backup is verified first (its manifest's signature too, with BACKUP_SIGNING_KEY; an

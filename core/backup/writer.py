@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,9 @@ class MemberWriter:
         self._vpool = ThreadPoolExecutor(1, thread_name_prefix="backup-verify")
         self._zq: deque[Future[bytes]] = deque()  # pieces compressed and written, in file order
         self._vq: deque[Future[None]] = deque()  # read-back checks of written pieces
+        # Called with (path, start, end) of each member once it is durable, before commit_member
+        # returns (the object store's batch upload); an error it raises rolls the batch back.
+        self.on_member: Callable[[Path, int, int], None] | None = None
 
     def begin(self) -> None:
         self._mark = (self.size, self.sha.copy(), self._records)
@@ -135,6 +139,8 @@ class MemberWriter:
                 f"the backup reads back as {found} CSV records, not {records}; batch rolled back")
         self._z = None
         os.fsync(self._fd)
+        if self.on_member is not None:
+            self.on_member(self.path, self._mark[0] if self._mark else 0, self.size)
         self._records += records
         return self.size  # the mark stays: the batch's transaction may still roll back
 
