@@ -33,6 +33,7 @@ from .db import LockedConnection, TableInfo, check_connection, describe_table, q
 from .errors import BadSetting, CleanupFailed, DatabaseError, RetentionError, map_exceptions
 from .models import NotifyStatus, Progress, RunResult, RunStatus, Trigger, utcnow
 from .notify import notify_run
+from .partitions import PartitionDropper, check_partman, manifest_entries
 from .recovery import get_run_result, list_history, recover_interrupted, settle
 from .stats import preview
 from .timefmt import SqliteTsFormat, detect_sqlite_format, resolve_cutoff
@@ -201,8 +202,9 @@ class Run:
     def archive_and_delete(self, conn: LockedConnection) -> RunResult:
         """Batches until no old row is left, then finish the backup and record success."""
         batcher, fmt = self._batcher(conn)
+        dropper = self._dropper(conn, batcher)
         total = batcher.count()
-        if total == 0:
+        if total == 0 and not (dropper and dropper.pending()):
             result = self.result(RunStatus.NOTHING_TO_DO)
             self.record(result)
             log.info("nothing to do: no row of %s is older than %s", self.table, self.cutoff.isoformat())
@@ -220,6 +222,7 @@ class Run:
                 writer = MemberWriter(self.partial_file, self.settings.gzip_level)
                 log.info("archiving %d rows of %s older than %s into %s", total, self.table,
                          self.cutoff.isoformat(), self.backup_file.name)
+                dropped = dropper.run(self.cutoff, writer, journal) if dropper else []
                 self._batches(batcher, writer, journal, total)
                 writer.close()
                 if journal.rows == 0:  # the rows went away between the count and the batches
@@ -228,6 +231,8 @@ class Run:
                     self.info, run_id=self.run_id, cutoff=self.cutoff, span=(journal.min_ts, journal.max_ts),
                     deflate=codec_for(self.settings.gzip_level).library, sqlite_format=fmt, settings=self.settings,
                 )
+                if dropped:
+                    fields["partitions"] = manifest_entries(self.engine, self.info.schema, self.run_id)
                 final, manifest, scan = finish_backup(
                     partial=self.partial_file, final=self.backup_file, committed_bytes=writer.size,
                     rows=journal.rows, sha256=writer.sha.hexdigest(), known=writer.verified(),
@@ -248,7 +253,16 @@ class Run:
                  final.name, scan.sha256[:12])
         return self.result(RunStatus.SUCCESS, rows=journal.rows, backup_file=str(final),
                            manifest_file=str(manifest), sha256=scan.sha256, backup_bytes=scan.size_bytes,
-                           finished_at=finished)
+                           finished_at=finished, partitions=tuple(dropped))
+
+    def _dropper(self, conn: LockedConnection, batcher: Any) -> PartitionDropper | None:
+        """PostgreSQL: the partition path (wholly old partitions are dropped, not deleted); refuses a
+        table whose pg_partman retention would drop partitions unarchived (BadSetting)."""
+        if self.info.dialect != "postgresql":
+            return None
+        dbapi = conn.another()
+        check_partman(dbapi, self.info)
+        return PartitionDropper(dbapi, self.engine, self.info, run_id=self.run_id, select_list=batcher.select_list)
 
     def _batches(self, batcher: Any, writer: MemberWriter, journal: Journal, total: int) -> None:
         if self.progress:

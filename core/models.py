@@ -139,6 +139,17 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class PartitionDrop:
+    """A partition a run detached, archived and dropped whole (PostgreSQL range partitioning)."""
+
+    name: str  # schema.partition
+    bound: str  # FOR VALUES FROM (…) TO (…), as PostgreSQL prints it
+    lower: datetime | None  # None: MINVALUE
+    upper: datetime | None
+    rows: int
+
+
+@dataclass(frozen=True)
 class RunResult:
     """The outcome of one cleanup run, as ``run --json`` prints it."""
 
@@ -161,6 +172,7 @@ class RunResult:
     backup_bytes: int | None = None
     rows_matched: int = 0  # rows older than the cutoff when the run looked (a dry run's answer)
     recovered_runs: tuple[str, ...] = ()
+    partitions: tuple[PartitionDrop, ...] = ()  # dropped whole instead of deleted (core/partitions.py)
 
 
 @dataclass(frozen=True)

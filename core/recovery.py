@@ -22,6 +22,7 @@ from .backup.scan import Scan
 from .config import Settings
 from .db import LockedConnection, TableInfo, check_connection, describe_table, get_engine, qualified, quote
 from .errors import LockHeld, RetentionError, map_exceptions
+from .partitions import manifest_entries
 from .models import RunResult, RunStatus, utcnow
 from .timefmt import SqliteTsFormat, as_utc, detect_sqlite_format
 
@@ -80,6 +81,9 @@ def settle(settings: Settings, info: TableInfo, row: dict[str, Any], *, status: 
         info, run_id=run_id, cutoff=as_utc(row["cutoff"]), span=(row.get("min_ts"), row.get("max_ts")),
         deflate=None, sqlite_format=_sqlite_format(engine, info), settings=settings,
     )
+    entries = manifest_entries(engine, info.schema, run_id)
+    if entries:
+        fields["partitions"] = entries
     finished = _finish(row, rows, fields)
     if isinstance(finished, str):
         log.error("run %s: %d deleted rows' backup needs attention: %s", run_id, rows, finished)

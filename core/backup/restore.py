@@ -70,7 +70,7 @@ def _restore_pg(engine: Any, conn: Any, info: TableInfo, path: Path) -> int:
                 )
             cur.execute(
                 f"INSERT INTO {table} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM _retention_restore "
-                f"ON CONFLICT ({quote(engine, info.primary_key)}) DO NOTHING"
+                "ON CONFLICT DO NOTHING"
             )
             restored = cur.rowcount
         conn.commit()
@@ -91,7 +91,7 @@ def _restore_sqlite(engine: Any, conn: Any, info: TableInfo, path: Path) -> int:
         conn.execute("BEGIN IMMEDIATE")
         before = conn.total_changes
         sql = (f"INSERT INTO {table} ({cols}) VALUES ({marks}) "
-               f"ON CONFLICT ({quote(engine, info.primary_key)}) DO NOTHING")
+               "ON CONFLICT DO NOTHING")
         for batch in _sqlite_batches(info, path, fmt):
             conn.executemany(sql, batch)
         restored = conn.total_changes - before

@@ -1,0 +1,105 @@
+"""Partition-aware retention on PostgreSQL: wholly old monthly partitions are detached, archived
+into the run's backup and dropped; the straddling and default partitions go through batches."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core import restore_backup, run_cleanup, verify_backup
+from core.errors import BadSetting, RestoreError
+from core.models import RunStatus
+from tests.support.partitioned import CUTOFF, backup_ids, ids, make_monthly, partitions, sql
+
+DROPPED = ["conversation_log_p2024_01", "conversation_log_p2024_02", "conversation_log_p2024_03"]
+
+
+def _old_ids(url: str) -> set[int]:
+    return {r[0] for r in sql(url, f"SELECT id FROM conversation_log WHERE created_at < '{CUTOFF.isoformat()}'")[0]}
+
+
+def test_wholly_old_partitions_are_dropped_and_the_rest_deleted_in_batches(pg_settings, pg_url):
+    make_monthly(pg_url)
+    before, old = ids(pg_url), _old_ids(pg_url)
+    r = run_cleanup(pg_settings, cutoff=CUTOFF, notify=False)
+    assert r.status is RunStatus.SUCCESS
+    assert [p.name for p in r.partitions] == [f"public.{n}" for n in DROPPED]
+    assert all(p.rows == 40 for p in r.partitions)
+    # straddling April partition and the default partition: only their old rows went, by batches
+    assert r.rows_deleted == len(old) == 3 * 40 + 10 + 21  # April: rows 0..20 of 40 before the 15th
+    assert partitions(pg_url) == ["conversation_log_default", "conversation_log_p2024_04",
+                                  "conversation_log_p2024_05", "conversation_log_p2024_06"]
+    assert sql(pg_url, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'conversation_log_p2024_0%'")[0][0][0] == 3
+    in_backup = backup_ids(pg_settings.backup_dir)
+    assert sorted(in_backup) == sorted(old) and ids(pg_url) == before - old
+    assert verify_backup(pg_settings, r.backup_file).ok
+    manifest = json.loads(open(r.manifest_file).read())
+    assert [p["name"] for p in manifest["partitions"]] == [f"public.{n}" for n in DROPPED]
+    assert manifest["partitions"][0]["from"].startswith("2024-01-01T00:00:00")
+    assert manifest["partitions"][0]["to"].startswith("2024-02-01T00:00:00")
+    assert manifest["partitions"][0]["bound"].startswith("FOR VALUES FROM ('2024-01-01")
+    states = sql(pg_url, "SELECT part_name, state, rows FROM retention_partitions ORDER BY part_name")[0]
+    assert [tuple(s) for s in states] == [(n, "dropped", 40) for n in DROPPED]
+
+
+def test_without_a_default_partition_the_detach_is_concurrent_and_still_exact(pg_settings, pg_url):
+    make_monthly(pg_url, default=False)
+    old = _old_ids(pg_url)
+    r = run_cleanup(pg_settings, cutoff=CUTOFF, notify=False)
+    assert r.status is RunStatus.SUCCESS and len(r.partitions) == 3
+    assert sorted(backup_ids(pg_settings.backup_dir)) == sorted(old)
+    assert not (_old_ids(pg_url))
+
+
+def test_restore_recreates_a_dropped_partition_from_the_manifest_bounds(pg_settings, pg_url):
+    make_monthly(pg_url, default=False)
+    before = ids(pg_url)
+    r = run_cleanup(pg_settings, cutoff=CUTOFF, notify=False)
+    restored = restore_backup(pg_settings, r.backup_file)
+    assert restored.rows_restored == r.rows_deleted
+    assert ids(pg_url) == before
+    assert "conversation_log_p2024_01" in partitions(pg_url)
+    bound = sql(pg_url, "SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = 'conversation_log_p2024_02'")
+    assert "2024-02-01" in bound[0][0][0] and "2024-03-01" in bound[0][0][0]
+
+
+def test_restore_refuses_in_one_line_when_the_default_partition_holds_that_range(pg_settings, pg_url):
+    make_monthly(pg_url)
+    r = run_cleanup(pg_settings, cutoff=CUTOFF, notify=False)
+    sql(pg_url, "INSERT INTO conversation_log (created_at, message) VALUES ('2024-02-10 00:00+00', 'late')")
+    before = ids(pg_url)
+    with pytest.raises(RestoreError) as err:
+        restore_backup(pg_settings, r.backup_file)
+    assert "conversation_log_p2024_02" in str(err.value) and "default partition" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert ids(pg_url) == before  # nothing restored, nothing created
+    assert "conversation_log_p2024_01" not in partitions(pg_url)
+
+
+def test_list_partitioning_is_handled_by_batches(pg_settings, pg_url):
+    sql(pg_url, "CREATE TABLE conversation_log (id bigserial, created_at timestamptz NOT NULL, room text, "
+                "PRIMARY KEY (id, created_at, room)) PARTITION BY LIST (room)",
+        "CREATE TABLE conversation_log_a PARTITION OF conversation_log FOR VALUES IN ('a')",
+        "CREATE TABLE conversation_log_b PARTITION OF conversation_log FOR VALUES IN ('b')")
+    with pytest.raises(BadSetting):  # three key columns: the batches cannot key it (composite keys: issue 13)
+        run_cleanup(pg_settings, cutoff=CUTOFF, notify=False)
+
+
+def test_subpartitioned_old_month_goes_through_batches(pg_settings, pg_url):
+    sql(pg_url, "CREATE TABLE conversation_log (id bigserial, created_at timestamptz NOT NULL, message text, "
+                "PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)",
+        "CREATE TABLE conversation_log_p1 PARTITION OF conversation_log FOR VALUES FROM ('2024-01-01 00:00+00') "
+        "TO ('2024-02-01 00:00+00') PARTITION BY RANGE (created_at)",
+        "CREATE TABLE conversation_log_p1a PARTITION OF conversation_log_p1 FOR VALUES FROM ('2024-01-01 00:00+00') "
+        "TO ('2024-02-01 00:00+00')",
+        "CREATE TABLE conversation_log_p2 PARTITION OF conversation_log FOR VALUES FROM ('2024-02-01 00:00+00') "
+        "TO ('2024-03-01 00:00+00')",
+        "INSERT INTO conversation_log (created_at, message) SELECT timestamptz '2024-01-01 00:00+00' "
+        "+ g * interval '10 hours', 'm' FROM generate_series(1, 100) g")
+    before = ids(pg_url)
+    r = run_cleanup(pg_settings, cutoff=CUTOFF, notify=False)
+    assert r.status is RunStatus.SUCCESS and r.rows_deleted == 100
+    assert [p.name for p in r.partitions] == ["public.conversation_log_p2"]  # the empty leaf month
+    assert "conversation_log_p1" in partitions(pg_url)  # the sub-partitioned month stays, emptied by batches
+    assert sorted(backup_ids(pg_settings.backup_dir)) == sorted(before) and not ids(pg_url)
