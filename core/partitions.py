@@ -393,3 +393,43 @@ class PartitionDropper:
 
 def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC) if value is not None else None
+
+
+# ---------------------------------------------------------------------------
+# Restore
+
+
+def recreate_for_restore(cur: Any, parent: str, entries: list[dict[str, Any]]) -> list[str]:
+    """Inside a restore's transaction: recreate each manifest partition no partition covers now.
+
+    ``cur``: a psycopg2 cursor; ``parent``: the quoted log table. A range an attached
+    partition already covers is left alone (its rows route there). Returns the names
+    created. Raises RestoreError (one line) when a partition cannot be recreated, e.g.
+    because the default partition now holds rows of its range.
+    """
+    from psycopg2 import Error as PgError
+
+    from .errors import RestoreError
+
+    created = []
+    for e in entries:
+        schema, _, name = e["name"].partition(".")
+        target = f"{quote_pg(schema)}.{quote_pg(name)}"
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", [target])
+        if cur.fetchone()[0]:
+            continue  # exists (attached again, or never dropped)
+        cur.execute("SAVEPOINT recreate")
+        try:
+            cur.execute(f"CREATE TABLE {target} PARTITION OF {parent} {e['bound']}")
+        except PgError as exc:
+            cur.execute("ROLLBACK TO SAVEPOINT recreate")
+            why = " ".join(str(exc.pgerror or exc).split()).removeprefix("ERROR: ")
+            if "would overlap" in why:
+                continue  # a partition made since (pg_partman premake, a restore) covers the range
+            if "default partition" in why:
+                raise RestoreError(f"cannot recreate partition {e['name']} ({e['bound']}): the default partition "
+                                   "now holds rows of that range; move them out first") from None
+            raise RestoreError(f"cannot recreate partition {e['name']} ({e['bound']}): {why}") from None
+        cur.execute("RELEASE SAVEPOINT recreate")
+        created.append(e["name"])
+    return created

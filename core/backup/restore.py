@@ -12,6 +12,7 @@ from ..config import Settings
 from ..db import LockedConnection, TableInfo, check_connection, describe_table, qualified, quote
 from ..errors import BackupMismatch, RestoreError
 from ..models import RestoreResult
+from ..partitions import recreate_for_restore
 from ..timefmt import csv_to_sqlite, detect_sqlite_format
 from .catalog import manifest_of, resolve_backup, verify_backup
 from .csvfile import iter_records
@@ -46,8 +47,10 @@ def restore_backup(settings: Settings, name: str | Path) -> RestoreResult:
     locked = LockedConnection(settings, engine)
     try:
         locked.lock()
-        insert = _restore_pg if info.dialect == "postgresql" else _restore_sqlite
-        restored = insert(engine, locked.dbapi, info, path)
+        if info.dialect == "postgresql":
+            restored = _restore_pg(engine, locked.dbapi, info, path, m.get("partitions") or [])
+        else:
+            restored = _restore_sqlite(engine, locked.dbapi, info, path)
     finally:
         locked.close()
     result = RestoreResult(str(path), info.display_name, v.rows, restored, v.rows - restored,
@@ -57,12 +60,15 @@ def restore_backup(settings: Settings, name: str | Path) -> RestoreResult:
     return result
 
 
-def _restore_pg(engine: Any, conn: Any, info: TableInfo, path: Path) -> int:
+def _restore_pg(engine: Any, conn: Any, info: TableInfo, path: Path, partitions: list[dict[str, Any]]) -> int:
+    """COPY into a temporary table, recreate dropped partitions (manifest ``partitions``), insert."""
     table = qualified(engine, info.schema, info.name)
     cols = ", ".join(quote(engine, c) for c in info.column_names)
     try:
         with conn.cursor() as cur:
             cur.execute("SET LOCAL TIME ZONE 'UTC'")
+            for name in recreate_for_restore(cur, table, partitions):
+                log.info("recreated partition %s from the backup's manifest", name)
             cur.execute(f"CREATE TEMP TABLE _retention_restore (LIKE {table}) ON COMMIT DROP")
             with gzip.open(path, "rb") as f:
                 cur.copy_expert(
@@ -77,6 +83,8 @@ def _restore_pg(engine: Any, conn: Any, info: TableInfo, path: Path) -> int:
         return int(restored)
     except Exception as exc:  # any failure: roll back, the table is unchanged
         conn.rollback()
+        if isinstance(exc, RestoreError):
+            raise
         if isinstance(exc, (OSError, ValueError, EOFError)):
             raise RestoreError(f"{path.name}: {exc}") from None
         raise RestoreError(f"{path.name}: {' '.join(str(getattr(exc, 'pgerror', None) or exc).split())}") from None
@@ -100,6 +108,8 @@ def _restore_sqlite(engine: Any, conn: Any, info: TableInfo, path: Path) -> int:
     except Exception as exc:  # any failure: roll back, the table is unchanged
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        if isinstance(exc, RestoreError):
+            raise
         if isinstance(exc, RestoreError):
             raise
         raise RestoreError(f"{path.name}: {' '.join(str(exc).split())}") from None
