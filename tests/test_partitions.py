@@ -4,13 +4,14 @@ into the run's backup and dropped; the straddling and default partitions go thro
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from core import restore_backup, run_cleanup, verify_backup
 from core.errors import BadSetting, RestoreError
 from core.models import RunStatus
-from tests.support.partitioned import CUTOFF, backup_ids, ids, make_monthly, partitions, sql
+from tests.support.partitioned import CUTOFF, MONTHS, backup_ids, ids, insert_rows, make_monthly, partitions, sql
 
 DROPPED = ["conversation_log_p2024_01", "conversation_log_p2024_02", "conversation_log_p2024_03"]
 
@@ -103,3 +104,45 @@ def test_subpartitioned_old_month_goes_through_batches(pg_settings, pg_url):
     assert [p.name for p in r.partitions] == ["public.conversation_log_p2"]  # the empty leaf month
     assert "conversation_log_p1" in partitions(pg_url)  # the sub-partitioned month stays, emptied by batches
     assert sorted(backup_ids(pg_settings.backup_dir)) == sorted(before) and not ids(pg_url)
+
+
+def _partman(url: str) -> None:
+    """The log table managed by pg_partman 4.7 (native, monthly from January 2024, its default partition)."""
+    available = sql(url, "SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_partman'")[0][0][0]
+    if not available:
+        if os.environ.get("CI"):
+            pytest.fail("CI=true requires pg_partman (scripts/test.sh installs postgresql-15-partman)")
+        pytest.skip("pg_partman is not installed")
+    sql(url, "CREATE SCHEMA partman", "CREATE EXTENSION pg_partman SCHEMA partman",
+        "CREATE TABLE conversation_log (id bigserial, created_at timestamptz NOT NULL, message text, "
+        "PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)",
+        "CREATE INDEX ON conversation_log (created_at)",
+        "SELECT partman.create_parent('public.conversation_log', 'created_at', 'native', '1 month', "
+        "p_start_partition := '2024-01-01 00:00+00')",
+        insert_rows("conversation_log", MONTHS, 40))
+
+
+def test_a_pg_partman_table_is_cleaned_and_its_maintenance_still_runs(pg_settings, pg_url):
+    _partman(pg_url)
+    old = _old_ids(pg_url)
+    r = run_cleanup(pg_settings, cutoff=CUTOFF, notify=False)
+    assert r.status is RunStatus.SUCCESS and r.rows_deleted == len(old)
+    assert [p.name for p in r.partitions] == [f"public.{n}" for n in DROPPED]
+    assert sorted(backup_ids(pg_settings.backup_dir)) == sorted(old)
+    sql(pg_url, "SELECT partman.run_maintenance('public.conversation_log')", "CALL partman.run_maintenance_proc()")
+    left = partitions(pg_url)
+    assert "conversation_log_default" in left and "conversation_log_p2024_04" in left
+    assert not set(DROPPED) & set(left)  # maintenance does not bring the dropped months back
+    sql(pg_url, "INSERT INTO conversation_log (created_at, message) VALUES (now(), 'new')")  # still routes
+    again = run_cleanup(pg_settings, cutoff=CUTOFF, notify=False)
+    assert again.status is RunStatus.NOTHING_TO_DO
+
+
+def test_a_pg_partman_table_with_partman_retention_is_refused_unchanged(pg_settings, pg_url):
+    _partman(pg_url)
+    sql(pg_url, "UPDATE partman.part_config SET retention = '3 months' WHERE parent_table = 'public.conversation_log'")
+    before = ids(pg_url)
+    with pytest.raises(BadSetting) as err:
+        run_cleanup(pg_settings, cutoff=CUTOFF, notify=False)
+    assert "pg_partman" in str(err.value) and "retention" in str(err.value)
+    assert ids(pg_url) == before and "conversation_log_p2024_01" in partitions(pg_url)
