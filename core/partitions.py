@@ -327,11 +327,15 @@ class PartitionDropper:
                                  part.upper, self.run_id])
         self.conn.commit()
         name = f"{quote_pg(part.schema)}.{quote_pg(part.name)}"
+        if self._pending_detach(name):  # a concurrent detach died half-way (no journal: before ours)
+            log.warning("finishing the interrupted detach of %s (FINALIZE)", name)
+            concurrently, name = True, f"{name} FINALIZE"
         mark = (f"UPDATE {self.journal_table} SET state = 'detached' WHERE run_id = %s AND part_schema = %s "
                 "AND part_name = %s", [self.run_id, part.schema, part.name])
         try:
             if concurrently:
-                self._retry(f"ALTER TABLE {self.parent} DETACH PARTITION {name} CONCURRENTLY", autocommit=True)
+                how = "" if name.endswith(" FINALIZE") else " CONCURRENTLY"
+                self._retry(f"ALTER TABLE {self.parent} DETACH PARTITION {name}{how}", autocommit=True)
                 self._sql(*mark)
                 self.conn.commit()
             else:  # the journal commits with the detach
@@ -340,9 +344,7 @@ class PartitionDropper:
             raise
         except PgError as exc:
             self.conn.rollback()
-            pending = self._sql("SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass(%s)", [name])
-            self.conn.commit()
-            if pending and pending[0][0]:
+            if self._pending_detach(name.removesuffix(" FINALIZE")):
                 raise  # half-detached: the next run FINALIZEs it
             log.warning("partition %s stays attached (%s); its rows go through the batches", part.display_name,
                         str(exc).splitlines()[0])
@@ -350,6 +352,11 @@ class PartitionDropper:
             return False
         log.info("detached partition %s (%s)", part.display_name, part.bound)
         return True
+
+    def _pending_detach(self, name: str) -> bool:
+        found = self._sql("SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass(%s)", [name])
+        self.conn.commit()
+        return bool(found and found[0][0])
 
     def _archive_and_drop(self, schema: str, name: str, writer: MemberWriter, journal: Journal) -> PartitionDrop:
         """One transaction, as a batch: lock and count the detached table, COPY it into one fsynced
