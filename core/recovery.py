@@ -22,8 +22,8 @@ from .backup.scan import Scan
 from .config import Settings
 from .db import LockedConnection, TableInfo, check_connection, describe_table, get_engine, qualified, quote
 from .errors import LockHeld, RetentionError, map_exceptions
-from .partitions import manifest_entries
 from .models import RunResult, RunStatus, utcnow
+from .partition_layout import manifest_entries
 from .timefmt import SqliteTsFormat, as_utc, detect_sqlite_format
 
 log = logging.getLogger(__name__)

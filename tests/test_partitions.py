@@ -11,7 +11,16 @@ import pytest
 from core import restore_backup, run_cleanup, verify_backup
 from core.errors import BadSetting, RestoreError
 from core.models import RunStatus
-from tests.support.partitioned import CUTOFF, MONTHS, backup_ids, ids, insert_rows, make_monthly, partitions, sql
+from tests.support.partitioned import (
+    CUTOFF,
+    MONTHS,
+    backup_ids,
+    ids,
+    insert_rows,
+    make_monthly,
+    partitions,
+    sql,
+)
 
 DROPPED = ["conversation_log_p2024_01", "conversation_log_p2024_02", "conversation_log_p2024_03"]
 

@@ -12,7 +12,7 @@ from ..config import Settings
 from ..db import LockedConnection, TableInfo, check_connection, describe_table, qualified, quote
 from ..errors import BackupMismatch, RestoreError
 from ..models import RestoreResult
-from ..partitions import recreate_for_restore
+from ..partition_layout import recreate_for_restore
 from ..timefmt import csv_to_sqlite, detect_sqlite_format
 from .catalog import manifest_of, resolve_backup, verify_backup
 from .csvfile import iter_records
