@@ -136,6 +136,7 @@ class Stats:
     table_bytes: int | None
     computed_at: datetime
     warnings: tuple[str, ...] = ()
+    estimated: bool = False  # total, buckets and per-day counts from the planner's statistics (core/fast_stats.py)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
+from . import fast_stats
 from .config import Settings
 from .db import TableInfo, check_connection, describe_table, index_warning, qualified, quote
 from .models import BucketCount, DayCount, Preview, Stats, utcnow
@@ -124,6 +125,8 @@ def stats(settings: Settings, *, now: datetime | None = None, engine: Engine | N
     now = as_utc(now or utcnow())
     with engine.connect() as conn:
         q = _Q(engine, conn, info)
+        if info.dialect == "postgresql" and fast_stats.estimated_rows(conn, q.table) > fast_stats.EXACT_UP_TO:
+            return _estimated_stats(conn, q, info, now)
         # one scan: each row counted in the bucket its age falls into; :b<i> is bucket i's lower age bound
         params = {f"b{i}": q.bound(now - timedelta(days=lo)) for i, (lo, _hi, _label) in enumerate(BUCKETS) if lo}
         starts = {lo: i for i, (lo, _hi, _label) in enumerate(BUCKETS)}
@@ -152,3 +155,14 @@ def stats(settings: Settings, *, now: datetime | None = None, engine: Engine | N
     warnings = tuple(w for w in (index_warning(info),) if w)
     return Stats(info.display_name, int(total), parse_db_timestamp(lo_ts), parse_db_timestamp(hi_ts), buckets,
                  days, int(size) if size is not None else None, now, warnings)
+
+
+def _estimated_stats(conn: Connection, q: _Q, info: TableInfo, now: datetime) -> Stats:
+    """A large PostgreSQL table: planner estimates (labelled), exact oldest/newest. Read-only."""
+    total, buckets, days = fast_stats.estimate(conn, info, q.table, now=now, buckets=BUCKETS)
+    lo_ts, hi_ts = fast_stats.exact_span(conn, info, q.table)
+    size = conn.execute(text("SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree(CAST(:t AS regclass))"),
+                        {"t": q.table}).scalar()
+    warnings = tuple(w for w in (index_warning(info),) if w)
+    return Stats(info.display_name, total, parse_db_timestamp(lo_ts), parse_db_timestamp(hi_ts), buckets, days,
+                 int(size) if size is not None else None, now, warnings, estimated=True)
