@@ -97,6 +97,16 @@ def to_jsonable(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class PartitionPlan:
+    """What a cleanup would do with one partition: ``drop`` it whole, ``delete`` its old rows in batches."""
+
+    name: str
+    bound: str
+    action: str  # "drop" | "delete"
+    rows: int  # its rows older than the cutoff (exact)
+
+
+@dataclass(frozen=True)
 class Preview:
     """What a cleanup with ``cutoff`` would archive and delete, now."""
 
@@ -107,6 +117,7 @@ class Preview:
     oldest: datetime | None
     newest: datetime | None
     warnings: tuple[str, ...] = ()
+    partitions: tuple[PartitionPlan, ...] = ()  # PostgreSQL range partitions holding old rows
 
 
 @dataclass(frozen=True)

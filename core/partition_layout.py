@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 
 from .db import TableInfo, qualified
 from .errors import BadSetting
-from .models import to_jsonable
+from .models import PartitionPlan, to_jsonable
 from .timefmt import parse_db_timestamp
 
 JOURNAL_TABLE = "retention_partitions"
@@ -225,3 +225,22 @@ def recreate_for_restore(cur: Any, parent: str, entries: list[dict[str, Any]]) -
         cur.execute("RELEASE SAVEPOINT recreate")
         created.append(e["name"])
     return created
+
+
+def plan_partitions(conn: Any, info: TableInfo, table: str, cutoff: datetime) -> tuple[PartitionPlan, ...]:
+    """Per partition holding old rows: drop (wholly older than ``cutoff``) or delete, with exact counts.
+
+    ``conn``: a SQLAlchemy connection; ``table``: the quoted log table. () when not partitioned.
+    """
+    layout = describe_partitions(conn.connection.driver_connection, info)
+    if layout is None:
+        return ()
+    drop = {p.display_name for p in layout.wholly_older(cutoff)} if layout.range_on == info.timestamp_column else set()
+    bounds = {p.display_name: p.bound for p in layout.children}
+    ts = quote_pg(info.timestamp_column)
+    rows = conn.exec_driver_sql(
+        "SELECT n.nspname || '.' || c.relname, s.n FROM (SELECT tableoid, count(*) AS n FROM "
+        f"{table} WHERE {ts} < %(c)s GROUP BY 1) s JOIN pg_class c ON c.oid = s.tableoid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace ORDER BY 1", {"c": cutoff}).all()
+    return tuple(PartitionPlan(name, bounds.get(name, ""), "drop" if name in drop else "delete", int(n))
+                 for name, n in rows)

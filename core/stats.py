@@ -13,6 +13,7 @@ from . import fast_stats
 from .config import Settings
 from .db import TableInfo, check_connection, describe_table, index_warning, qualified, quote
 from .models import BucketCount, DayCount, Preview, Stats, utcnow
+from .partition_layout import plan_partitions
 from .timefmt import as_utc, detect_sqlite_format, parse_db_timestamp, resolve_cutoff, sqlite_cutoff
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,10 @@ def preview(
             text(f"SELECT count(*), min({q.ts}), max({q.ts}) FROM {q.table} WHERE {q.ts} < :c"), {"c": q.bound(the_cutoff)}
         ).one()
         total = conn.execute(text(f"SELECT count(*) FROM {q.table}")).scalar_one()
+        parts = plan_partitions(conn, info, q.table, the_cutoff) if info.dialect == "postgresql" else ()
     warnings = tuple(w for w in (index_warning(info),) if w)
     return Preview(info.display_name, the_cutoff, int(n), int(total), parse_db_timestamp(lo),
-                   parse_db_timestamp(hi), warnings)
+                   parse_db_timestamp(hi), warnings, partitions=parts)
 
 
 def preview_sample(

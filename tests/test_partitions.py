@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from core import restore_backup, run_cleanup, verify_backup
+from core import preview, restore_backup, run_cleanup, verify_backup
 from core.errors import BadSetting, RestoreError
 from core.models import RunStatus
 from tests.support.partitioned import (
@@ -155,3 +155,13 @@ def test_a_pg_partman_table_with_partman_retention_is_refused_unchanged(pg_setti
         run_cleanup(pg_settings, cutoff=CUTOFF, notify=False)
     assert "pg_partman" in str(err.value) and "retention" in str(err.value)
     assert ids(pg_url) == before and "conversation_log_p2024_01" in partitions(pg_url)
+
+
+def test_preview_shows_per_partition_what_is_dropped_and_what_is_deleted(pg_settings, pg_url):
+    make_monthly(pg_url)
+    p = preview(pg_settings, cutoff=CUTOFF)
+    plan = {x.name: (x.action, x.rows) for x in p.partitions}
+    assert plan == {"public.conversation_log_default": ("delete", 10),
+                    "public.conversation_log_p2024_01": ("drop", 40), "public.conversation_log_p2024_02": ("drop", 40),
+                    "public.conversation_log_p2024_03": ("drop", 40), "public.conversation_log_p2024_04": ("delete", 21)}
+    assert p.rows_to_delete == sum(x.rows for x in p.partitions)
