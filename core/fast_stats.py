@@ -25,21 +25,24 @@ from .timefmt import as_utc, parse_db_timestamp
 
 EXACT_UP_TO = 200_000  # tables estimated at or below this many rows are counted exactly
 
+# The leaf relations holding the rows: the partitions, or the table itself when it is not partitioned.
+LEAVES = ("(SELECT relid FROM pg_partition_tree(CAST(:t AS regclass)) WHERE isleaf UNION ALL "
+          "SELECT CAST(:t AS regclass) WHERE (SELECT relkind FROM pg_class WHERE oid = CAST(:t AS regclass)) <> 'p')")
+
 _LEAVES = text(
     "SELECT n.nspname, c.relname, c.reltuples::bigint, s.null_frac, s.histogram_bounds::text, "
     "s.most_common_vals::text, s.most_common_freqs "
-    "FROM pg_partition_tree(CAST(:t AS regclass)) p JOIN pg_class c ON c.oid = p.relid "
+    f"FROM {LEAVES} p JOIN pg_class c ON c.oid = p.relid "
     "JOIN pg_namespace n ON n.oid = c.relnamespace "
     "LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = c.relname AND s.attname = :col "
-    "AND NOT s.inherited WHERE p.isleaf"
+    "AND NOT s.inherited"
 )
 
 
 def estimated_rows(conn: Connection, table: str) -> int:
     """The planner's row count of the table's analyzed parts (a part never analyzed, -1, counts 0)."""
-    return int(conn.execute(text("SELECT sum(greatest(c.reltuples, 0))::bigint FROM "
-                                 "pg_partition_tree(CAST(:t AS regclass)) p JOIN pg_class c ON c.oid = p.relid "
-                                 "WHERE p.isleaf"), {"t": table}).scalar() or 0)
+    return int(conn.execute(text(f"SELECT sum(greatest(c.reltuples, 0))::bigint FROM {LEAVES} p "
+                                 "JOIN pg_class c ON c.oid = p.relid"), {"t": table}).scalar() or 0)
 
 
 def _array(value: str | None) -> list[str]:

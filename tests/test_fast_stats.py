@@ -52,3 +52,12 @@ def test_estimated_stats_work_in_a_read_only_session(pg_settings, pg_url, monkey
     monkeypatch.setattr(fast_stats, "EXACT_UP_TO", 1000)
     s = stats(pg_settings, now=NOW)
     assert s.estimated and any(d.day.isoformat() == "2024-07-02" and d.rows == 7 for d in s.per_day)
+
+
+def test_an_unpartitioned_large_table_is_estimated_too(pg_settings, pg_url, monkeypatch):
+    sql(pg_url, "CREATE TABLE conversation_log (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL, message text)",
+        "INSERT INTO conversation_log (created_at, message) SELECT timestamptz '2024-01-01 00:00+00' "
+        "+ g * interval '1 minute', 'm' FROM generate_series(1, 20000) g", "ANALYZE conversation_log")
+    monkeypatch.setattr(fast_stats, "EXACT_UP_TO", 1000)
+    s = stats(pg_settings, now=NOW)
+    assert s.estimated and abs(s.total_rows - 20_000) <= 200 and s.table_bytes > 0
