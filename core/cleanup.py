@@ -203,7 +203,8 @@ class Run:
         """Batches until no old row is left, then finish the backup and record success."""
         batcher, fmt = self._batcher(conn)
         dropper = self._dropper(conn, batcher)
-        total = batcher.count()
+        # partitioned: whether any old row exists (an index probe); the batches count what the drops leave
+        total = batcher.count() if dropper is None else int(dropper.any_old(self.cutoff, batcher.cutoff_param))
         if total == 0 and not (dropper and dropper.pending()):
             result = self.result(RunStatus.NOTHING_TO_DO)
             self.record(result)
@@ -223,6 +224,8 @@ class Run:
                 log.info("archiving %d rows of %s older than %s into %s", total, self.table,
                          self.cutoff.isoformat(), self.backup_file.name)
                 dropped = dropper.run(self.cutoff, writer, journal) if dropper else []
+                if dropper:
+                    total = journal.rows + batcher.count()
                 self._batches(batcher, writer, journal, total)
                 writer.close()
                 if journal.rows == 0:  # the rows went away between the count and the batches

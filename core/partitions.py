@@ -84,6 +84,12 @@ class PartitionDropper:
             cur.execute(sql, args)
             return cur.fetchall() if cur.description else cur.rowcount
 
+    def any_old(self, cutoff: datetime, bound: Any) -> bool:
+        """Whether the table holds a row older than the cutoff (``bound``: the cutoff as the column compares)."""
+        found = self._sql(f"SELECT EXISTS (SELECT 1 FROM {self.parent} WHERE {self.ts} < %s)", [bound])
+        self.conn.rollback()
+        return bool(found[0][0])
+
     def pending(self) -> list[dict[str, Any]]:
         """Journal rows of this table detached (or being detached) by any run and not yet dropped."""
         rows = journal_rows(self.conn, self.engine, self.info.schema, parent=self.info.display_name)

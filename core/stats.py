@@ -60,11 +60,15 @@ def preview(
     engine, info = _context(settings, engine, info)
     with engine.connect() as conn:
         q = _Q(engine, conn, info)
-        n, lo, hi = conn.execute(
-            text(f"SELECT count(*), min({q.ts}), max({q.ts}) FROM {q.table} WHERE {q.ts} < :c"), {"c": q.bound(the_cutoff)}
-        ).one()
-        total = conn.execute(text(f"SELECT count(*) FROM {q.table}")).scalar_one()
+        # partitioned: the exact count per partition is the count (one pass); min/max are index probes
         parts = plan_partitions(conn, info, q.table, the_cutoff) if info.dialect == "postgresql" else ()
+        span = f"min({q.ts}), max({q.ts}) FROM {q.table} WHERE {q.ts} < :c"
+        if parts:
+            n = sum(x.rows for x in parts)
+            lo, hi = conn.execute(text(f"SELECT {span}"), {"c": q.bound(the_cutoff)}).one()
+        else:
+            n, lo, hi = conn.execute(text(f"SELECT count(*), {span}"), {"c": q.bound(the_cutoff)}).one()
+        total = conn.execute(text(f"SELECT count(*) FROM {q.table}")).scalar_one()
     warnings = tuple(w for w in (index_warning(info),) if w)
     return Preview(info.display_name, the_cutoff, int(n), int(total), parse_db_timestamp(lo),
                    parse_db_timestamp(hi), warnings, partitions=parts)
