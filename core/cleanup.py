@@ -263,7 +263,13 @@ class Run:
         table whose pg_partman retention would drop partitions unarchived (BadSetting)."""
         if self.info.dialect != "postgresql":
             return None
-        dbapi = conn.another()
+        try:
+            with map_exceptions():
+                dbapi = conn.another()
+        except DatabaseError as exc:
+            log.warning("no connection for the partition path (%s); old rows go through the batches",
+                        exc.one_line())
+            return None
         check_partman(dbapi, self.info)
         return PartitionDropper(dbapi, self.engine, self.info, run_id=self.run_id, select_list=batcher.select_list)
 
