@@ -53,6 +53,7 @@ from .errors import (
 from .identity import TableIdentity
 from .models import NotifyStatus, Progress, RunResult, RunStatus, Trigger, utcnow
 from .notify import notify_run
+from .partitions import PartitionDropper, check_partman, manifest_entries
 from .recovery import get_run_result, list_history, recover_interrupted, settle
 from .shape import check_can_clean
 from .stats import preview
@@ -254,8 +255,10 @@ class Run:
     def archive_and_delete(self, conn: LockedConnection) -> RunResult:
         """Batches until no old row is left, then finish the backup and record success."""
         batcher, fmt = self._batcher(conn)
-        total = batcher.count()
-        if total == 0:
+        dropper = self._dropper(conn, batcher)
+        # partitioned: whether any old row exists (an index probe); the batches count what the drops leave
+        total = batcher.count() if dropper is None else int(dropper.any_old(self.cutoff, batcher.cutoff_param))
+        if total == 0 and not (dropper and dropper.pending()):
             result = self.result(RunStatus.NOTHING_TO_DO, rows_skipped=batcher.skipped)
             self.record(result)
             log.info("nothing to do: no row of %s is older than %s", self.table, self.cutoff.isoformat())
@@ -275,6 +278,9 @@ class Run:
                 attach_segments(self.settings, writer, self.backup_file)
                 log.info("archiving %d rows of %s older than %s into %s", total, self.table,
                          self.cutoff.isoformat(), self.backup_file.name)
+                dropped = dropper.run(self.cutoff, writer, journal) if dropper else []
+                if dropper:
+                    total = journal.rows + batcher.count()
                 self._batches(batcher, writer, journal, total)
                 writer.close()
                 if journal.rows == 0:  # the rows went away between the count and the batches
@@ -283,6 +289,8 @@ class Run:
                     self.info, run_id=self.run_id, cutoff=self.cutoff, span=(journal.min_ts, journal.max_ts),
                     deflate=codec_for(self.settings.gzip_level).library, sqlite_format=fmt, settings=self.settings,
                 )
+                if dropped:
+                    fields["partitions"] = manifest_entries(self.engine, self.info.schema, self.run_id)
                 if self.dependents.delete_hooks:  # allowed, or plan_run would have refused
                     fields["delete_triggers_fired"] = [f"{h.kind} {h.name} on {h.table}"
                                                        for h in self.dependents.delete_hooks]
@@ -307,7 +315,22 @@ class Run:
         log.info("archived and deleted %d rows of %s; backup %s (sha256 %s)", journal.rows, self.table,
                  done.url or self.backup_file.name, scan.sha256[:12])
         return self.result(RunStatus.SUCCESS, rows=journal.rows, sha256=scan.sha256, backup_bytes=scan.size_bytes,
-                           finished_at=finished, rows_skipped=batcher.skipped, **where)
+                           finished_at=finished, rows_skipped=batcher.skipped, partitions=tuple(dropped), **where)
+
+    def _dropper(self, conn: LockedConnection, batcher: Any) -> PartitionDropper | None:
+        """PostgreSQL: the partition path (wholly old partitions are dropped, not deleted); refuses a
+        table whose pg_partman retention would drop partitions unarchived (BadSetting)."""
+        if self.info.dialect != "postgresql":
+            return None
+        try:
+            with map_exceptions():
+                dbapi = conn.another()
+        except DatabaseError as exc:
+            log.warning("no connection for the partition path (%s); old rows go through the batches",
+                        exc.one_line())
+            return None
+        check_partman(dbapi, self.info)
+        return PartitionDropper(dbapi, self.engine, self.info, run_id=self.run_id, select_list=batcher.select_list)
 
     def _batches(self, batcher: Any, writer: MemberWriter, journal: Journal, total: int) -> None:
         if self.progress:

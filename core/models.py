@@ -99,6 +99,16 @@ def to_jsonable(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class PartitionPlan:
+    """What a cleanup would do with one partition: ``drop`` it whole, ``delete`` its old rows in batches."""
+
+    name: str
+    bound: str
+    action: str  # "drop" | "delete"
+    rows: int  # its rows older than the cutoff (exact)
+
+
+@dataclass(frozen=True)
 class Preview:
     """What a cleanup with ``cutoff`` would archive and delete, now."""
 
@@ -111,6 +121,7 @@ class Preview:
     warnings: tuple[str, ...] = ()
     rows_skipped: int = 0  # old rows a cleanup would keep: still referenced through RESTRICT / NO ACTION
     refusal: str | None = None  # why a cleanup would be refused now (dependent rows, delete triggers)
+    partitions: tuple[PartitionPlan, ...] = ()  # PostgreSQL range partitions holding old rows
 
 
 @dataclass(frozen=True)
@@ -140,6 +151,18 @@ class Stats:
     table_bytes: int | None
     computed_at: datetime
     warnings: tuple[str, ...] = ()
+    estimated: bool = False  # total, buckets and per-day counts from the planner's statistics (core/fast_stats.py)
+
+
+@dataclass(frozen=True)
+class PartitionDrop:
+    """A partition a run detached, archived and dropped whole (PostgreSQL range partitioning)."""
+
+    name: str  # schema.partition
+    bound: str  # FOR VALUES FROM (…) TO (…), as PostgreSQL prints it
+    lower: datetime | None  # None: MINVALUE
+    upper: datetime | None
+    rows: int
 
 
 @dataclass(frozen=True)
@@ -171,6 +194,7 @@ class RunResult:
     # cleanup recovers it; readers never write (docs/design.md, "Locking by identity").
     awaiting_recovery: bool = False
     backup_url: str | None = None  # the stored object (BACKUP_STORE), or None
+    partitions: tuple[PartitionDrop, ...] = ()  # dropped whole instead of deleted (core/partitions.py)
 
 
 @dataclass(frozen=True)

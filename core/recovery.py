@@ -33,6 +33,7 @@ from .db import (
 )
 from .errors import RetentionError, map_exceptions
 from .models import RunResult, RunStatus, utcnow
+from .partition_layout import manifest_entries
 from .timefmt import SqliteTsFormat, as_utc, detect_sqlite_format
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,9 @@ def settle(settings: Settings, info: TableInfo, row: dict[str, Any], *, status: 
         info, run_id=run_id, cutoff=as_utc(row["cutoff"]), span=(row.get("min_ts"), row.get("max_ts")),
         deflate=None, sqlite_format=_sqlite_format(engine, info), settings=settings,
     )
+    entries = manifest_entries(engine, info.schema, run_id)
+    if entries:
+        fields["partitions"] = entries
     finished = _finish(settings, row, rows, fields)
     if isinstance(finished, str):
         log.error("run %s: %d deleted rows' backup needs attention: %s", run_id, rows, finished)

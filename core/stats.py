@@ -9,10 +9,12 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
+from . import fast_stats
 from .config import Settings
 from .db import TableInfo, check_connection, describe_table, index_warning, qualified, quote
 from .dependents import skip_referenced_sql, table_dependents
 from .models import BucketCount, DayCount, Preview, Stats, utcnow
+from .partition_layout import plan_partitions
 from .shape import cutoff_value, ts_to_utc
 from .timefmt import as_utc, cutoff_for_days, detect_sqlite_format, resolve_cutoff
 
@@ -66,10 +68,15 @@ def preview(
         q = _Q(engine, conn, info)
         skip = skip_referenced_sql(deps, table=q.table, quote=lambda name: quote(engine, name))
         old = f"{q.ts} < :c"
-        n, lo, hi = conn.execute(
-            text(f"SELECT count(*), min({q.ts}), max({q.ts}) FROM {q.table} WHERE {old}{' AND ' + skip if skip else ''}"),
-            {"c": q.bound(the_cutoff)},
-        ).one()
+        # partitioned (and nothing to skip): the exact count per partition is the count (one pass);
+        # min/max are index probes
+        parts = plan_partitions(conn, info, q.table, the_cutoff) if info.dialect == "postgresql" and not skip else ()
+        span = f"min({q.ts}), max({q.ts}) FROM {q.table} WHERE {old}{' AND ' + skip if skip else ''}"
+        if parts:
+            n = sum(x.rows for x in parts)
+            lo, hi = conn.execute(text(f"SELECT {span}"), {"c": q.bound(the_cutoff)}).one()
+        else:
+            n, lo, hi = conn.execute(text(f"SELECT count(*), {span}"), {"c": q.bound(the_cutoff)}).one()
         skipped = conn.execute(text(f"SELECT count(*) FROM {q.table} WHERE {old} AND NOT ({skip})"),
                                {"c": q.bound(the_cutoff)}).scalar_one() if skip else 0
         total = conn.execute(text(f"SELECT count(*) FROM {q.table}")).scalar_one()
@@ -77,7 +84,7 @@ def preview(
     warnings = tuple(w for w in (index_warning(info),) if w) + deps.warnings(allow_delete_triggers=allow)
     return Preview(info.display_name, the_cutoff, int(n), int(total), ts_to_utc(info, lo),
                    ts_to_utc(info, hi), warnings, rows_skipped=int(skipped),
-                   refusal=deps.refusal(allow_delete_triggers=allow))
+                   refusal=deps.refusal(allow_delete_triggers=allow), partitions=parts)
 
 
 def preview_sample(
@@ -137,6 +144,8 @@ def stats(settings: Settings, *, now: datetime | None = None, engine: Engine | N
     now = as_utc(now or utcnow())
     with engine.connect() as conn:
         q = _Q(engine, conn, info)
+        if info.dialect == "postgresql" and fast_stats.estimated_rows(conn, q.table) > fast_stats.EXACT_UP_TO:
+            return _estimated_stats(conn, q, info, now)
         # one scan: each row counted in the bucket its age falls into; :b<i> is bucket i's lower age bound
         params = {f"b{i}": q.bound(cutoff_for_days(lo, now, info.zone)) for i, (lo, _hi, _label) in enumerate(BUCKETS) if lo}
         starts = {lo: i for i, (lo, _hi, _label) in enumerate(BUCKETS)}
@@ -165,3 +174,14 @@ def stats(settings: Settings, *, now: datetime | None = None, engine: Engine | N
     warnings = tuple(w for w in (index_warning(info),) if w)
     return Stats(info.display_name, int(total), ts_to_utc(info, lo_ts), ts_to_utc(info, hi_ts), buckets,
                  days, int(size) if size is not None else None, now, warnings)
+
+
+def _estimated_stats(conn: Connection, q: _Q, info: TableInfo, now: datetime) -> Stats:
+    """A large PostgreSQL table: planner estimates (labelled), exact oldest/newest. Read-only."""
+    total, buckets, days = fast_stats.estimate(conn, info, q.table, now=now, buckets=BUCKETS)
+    lo_ts, hi_ts = fast_stats.exact_span(conn, info, q.table)
+    size = conn.execute(text(f"SELECT sum(pg_total_relation_size(relid)) FROM {fast_stats.LEAVES} p"),
+                        {"t": q.table}).scalar()
+    warnings = tuple(w for w in (index_warning(info),) if w)
+    return Stats(info.display_name, total, ts_to_utc(info, lo_ts), ts_to_utc(info, hi_ts), buckets, days,
+                 int(size) if size is not None else None, now, warnings, estimated=True)

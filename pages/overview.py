@@ -33,7 +33,11 @@ st.caption(
 )
 
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Total rows", count(s.total_rows), border=True)
+c1.metric("Total rows (estimate)" if s.estimated else "Total rows",
+          ("≈ " if s.estimated else "") + count(s.total_rows), border=True,
+          help="Estimated from PostgreSQL's planner statistics (pg_class.reltuples, pg_stats; refreshed by "
+          "ANALYZE), as are the per-day and age counts below; oldest and newest are exact. Preview and "
+          "Run cleanup count exactly." if s.estimated else None)
 c2.metric("Oldest row", fmt.day(s.oldest), border=True, help=timestamp(s.oldest))
 c3.metric("Newest row", fmt.day(s.newest), border=True, help=timestamp(s.newest))
 c4.metric(

@@ -42,6 +42,16 @@ if not p.rows_to_delete:
     st.info("No row is older than this cutoff: a cleanup now would have nothing to do.", icon=":material/check:")
     st.stop()
 
+if p.partitions:
+    st.subheader("Partitions")
+    st.caption("Partitions wholly older than the cutoff are archived, then dropped whole (no DELETE, no bloat); "
+               "the others lose only their old rows, deleted in batches.")
+    st.dataframe(pd.DataFrame({"partition": [x.name for x in p.partitions],
+                               "range": [x.bound.removeprefix("FOR VALUES ") for x in p.partitions],
+                               "action": ["archive, then drop" if x.action == "drop" else "archive, then delete rows"
+                                          for x in p.partitions],
+                               "rows": [x.rows for x in p.partitions]}), hide_index=True, width="stretch")
+
 st.subheader("Sample of affected rows")
 st.caption(f"The {plural(len(sample), 'oldest row')} that would go; long text is shortened to 120 characters.")
 rows = pd.DataFrame(sample)

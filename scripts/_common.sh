@@ -63,3 +63,19 @@ ensure_postgres() {
   fi
   echo "no PostgreSQL server and no binaries to start one: PostgreSQL tests will skip (fail under CI=true)" >&2
 }
+
+# ensure_partman: pg_partman for the partitioned-table tests (Debian's postgresql-<major>-partman).
+# No restart needed: the tests run CREATE EXTENSION pg_partman in their own databases.
+ensure_partman() {
+  local ver
+  ver="$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -1)"
+  [ -n "$ver" ] || return 0
+  ls "/usr/share/postgresql/$ver/extension/pg_partman.control" >/dev/null 2>&1 && return 0
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -q "postgresql-$ver-partman" >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "postgresql-$ver-partman" >/dev/null 2>&1; } \
+      || echo "could not install postgresql-$ver-partman: the pg_partman tests will skip (fail under CI=true)" >&2
+  else
+    echo "pg_partman is not installed (apt-get install postgresql-$ver-partman): its tests will skip" >&2
+  fi
+}

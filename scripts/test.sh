@@ -8,5 +8,6 @@ cd "$ROOT"
 ensure_venv requirements-dev.txt
 ensure_chromium
 ensure_postgres
+ensure_partman
 "$VENV/bin/ruff" check --quiet .
 exec "$VENV/bin/python" -m pytest "$@"

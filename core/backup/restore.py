@@ -20,6 +20,7 @@ from ..db import (
 from ..errors import BackupMismatch, RestoreError, RetentionError
 from ..identity import TableIdentity
 from ..models import RestoreResult
+from ..partition_layout import recreate_for_restore
 from ..timefmt import csv_to_sqlite, detect_sqlite_format
 from .catalog import manifest_of, resolve_backup, verify_backup
 from .csvfile import iter_records
@@ -108,6 +109,8 @@ def _restore_pg(engine: Any, conn: Any, info: TableInfo, backup: tuple[Path, dic
     try:
         with conn.cursor() as cur:
             cur.execute("SET LOCAL TIME ZONE 'UTC'")
+            for name in recreate_for_restore(cur, table, m.get("partitions") or []):
+                log.info("recreated partition %s from the backup's manifest", name)
             cur.execute(f"CREATE TEMP TABLE _retention_restore (LIKE {table}) ON COMMIT DROP")
             f = PieceReader(iter_decompressed(path, limits=ReadLimits.for_rows(m["rows"]), sha256=m["sha256"]))
             cur.copy_expert(
@@ -122,6 +125,8 @@ def _restore_pg(engine: Any, conn: Any, info: TableInfo, backup: tuple[Path, dic
         return int(restored)
     except Exception as exc:  # any failure: roll back, the table is unchanged
         conn.rollback()
+        if isinstance(exc, RestoreError):
+            raise
         if isinstance(exc, (OSError, ValueError, EOFError)):
             raise RestoreError(f"{path.name}: {exc}") from None
         if isinstance(exc, RetentionError):
@@ -147,6 +152,8 @@ def _restore_sqlite(engine: Any, conn: Any, info: TableInfo, backup: tuple[Path,
     except Exception as exc:  # any failure: roll back, the table is unchanged
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        if isinstance(exc, RestoreError):
+            raise
         if isinstance(exc, RestoreError):
             raise
         raise RestoreError(f"{path.name}: {' '.join(str(exc).split())}") from None
