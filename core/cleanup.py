@@ -322,6 +322,13 @@ class Run:
         table whose pg_partman retention would drop partitions unarchived (BadSetting)."""
         if self.info.dialect != "postgresql":
             return None
+        deps = self.dependents
+        if deps.keeping or deps.row_security or deps.delete_hooks:
+            # a dropped partition takes every row with it: referenced rows, rows this role cannot
+            # see and rows whose delete triggers must fire each go through the batches instead
+            log.info("partition path off for %s: referenced rows, row-level security or delete triggers",
+                     self.info.display_name)
+            return None
         try:
             with map_exceptions():
                 dbapi = conn.another()

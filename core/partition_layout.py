@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from .db import TableInfo, qualified
 from .errors import BadSetting
 from .models import PartitionPlan, to_jsonable
+from .shape import cutoff_value, wall_time
 from .timefmt import parse_db_timestamp
 
 JOURNAL_TABLE = "retention_partitions"
@@ -55,10 +56,18 @@ class Layout:
     def has_default(self) -> bool:
         return any(p.is_default for p in self.children)
 
-    def wholly_older(self, cutoff: datetime) -> list[Partition]:
-        """Leaf range partitions whose every possible row is older than ``cutoff``."""
+    def wholly_older(self, info: TableInfo, cutoff: datetime) -> list[Partition]:
+        """Leaf range partitions whose every possible row is older than ``cutoff``.
+
+        Bounds of a zone-less column are wall times in LOG_TIMESTAMP_TIMEZONE (read here as
+        if UTC), so they are compared with the cutoff's wall time in that zone, exactly as
+        the batches' predicate compares rows (core/shape.py).
+        """
+        col = info.ts_info
+        limit = cutoff if not (col.naive_timestamp or col.is_date) else (
+            wall_time(cutoff, info.zone).replace(tzinfo=UTC))
         return [p for p in self.children if not p.is_default and not p.sub_partitioned
-                and p.upper is not None and p.upper <= cutoff]
+                and p.upper is not None and p.upper <= limit]
 
 
 def _literal_time(text: str) -> datetime | None:
@@ -235,12 +244,12 @@ def plan_partitions(conn: Any, info: TableInfo, table: str, cutoff: datetime) ->
     layout = describe_partitions(conn.connection.driver_connection, info)
     if layout is None:
         return ()
-    drop = {p.display_name for p in layout.wholly_older(cutoff)} if layout.range_on == info.timestamp_column else set()
+    drop = {p.display_name for p in layout.wholly_older(info, cutoff)} if layout.range_on == info.timestamp_column else set()
     bounds = {p.display_name: p.bound for p in layout.children}
     ts = quote_pg(info.timestamp_column)
     rows = conn.exec_driver_sql(
         "SELECT n.nspname || '.' || c.relname, s.n FROM (SELECT tableoid, count(*) AS n FROM "
         f"{table} WHERE {ts} < %(c)s GROUP BY 1) s JOIN pg_class c ON c.oid = s.tableoid "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace ORDER BY 1", {"c": cutoff}).all()
+        "JOIN pg_namespace n ON n.oid = c.relnamespace ORDER BY 1", {"c": cutoff_value(info, cutoff)}).all()
     return tuple(PartitionPlan(name, bounds.get(name, ""), "drop" if name in drop else "delete", int(n))
                  for name, n in rows)

@@ -106,7 +106,7 @@ class PartitionDropper:
         layout = describe_partitions(self.conn, self.info)
         if layout is None or layout.range_on != self.info.timestamp_column:
             return dropped
-        for part in layout.wholly_older(cutoff):
+        for part in layout.wholly_older(self.info, cutoff):
             if self._detach(part, concurrently=not layout.has_default):
                 dropped.append(self._archive_and_drop(part.schema, part.name, writer, journal))
         return dropped

@@ -91,9 +91,16 @@ def test_list_partitioning_is_handled_by_batches(pg_settings, pg_url):
     sql(pg_url, "CREATE TABLE conversation_log (id bigserial, created_at timestamptz NOT NULL, room text, "
                 "PRIMARY KEY (id, created_at, room)) PARTITION BY LIST (room)",
         "CREATE TABLE conversation_log_a PARTITION OF conversation_log FOR VALUES IN ('a')",
-        "CREATE TABLE conversation_log_b PARTITION OF conversation_log FOR VALUES IN ('b')")
-    with pytest.raises(BadSetting):  # three key columns: the batches cannot key it (composite keys: issue 13)
-        run_cleanup(pg_settings, cutoff=CUTOFF, notify=False)
+        "CREATE TABLE conversation_log_b PARTITION OF conversation_log FOR VALUES IN ('b')",
+        "INSERT INTO conversation_log (created_at, room) SELECT timestamptz '2024-01-01 00:00+00' "
+        "+ g * interval '10 hours', CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END FROM generate_series(1, 200) g")
+    old = _old_ids(pg_url)
+    before = ids(pg_url)
+    r = run_cleanup(pg_settings, cutoff=CUTOFF, notify=False)  # three key columns: walked as a composite key
+    assert r.status is RunStatus.SUCCESS and r.partitions == ()  # list partitions are never dropped whole
+    assert r.rows_deleted == len(old) > 0
+    assert sorted(backup_ids(pg_settings.backup_dir)) == sorted(old)
+    assert sorted(ids(pg_url)) == sorted(set(before) - old)
 
 
 def test_subpartitioned_old_month_goes_through_batches(pg_settings, pg_url):
@@ -165,3 +172,27 @@ def test_preview_shows_per_partition_what_is_dropped_and_what_is_deleted(pg_sett
                     "public.conversation_log_p2024_01": ("drop", 40), "public.conversation_log_p2024_02": ("drop", 40),
                     "public.conversation_log_p2024_03": ("drop", 40), "public.conversation_log_p2024_04": ("delete", 21)}
     assert p.rows_to_delete == sum(x.rows for x in p.partitions)
+
+
+def test_zone_less_partition_bounds_are_wall_times_in_the_table_zone(pg_settings, pg_url):
+    """A naive-timestamp month that ends at local midnight is not wholly old at 20:00 local the day before."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy.engine import make_url
+
+    db = make_url(pg_url).database
+    sql(pg_url, f"ALTER DATABASE \"{db}\" SET TimeZone = 'America/Los_Angeles'",
+        "CREATE TABLE conversation_log (id bigserial, created_at timestamp NOT NULL, "
+        "PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)",
+        "CREATE TABLE conversation_log_jun PARTITION OF conversation_log FOR VALUES FROM ('2024-06-01') TO ('2024-07-01')",
+        "CREATE TABLE conversation_log_jul PARTITION OF conversation_log FOR VALUES FROM ('2024-07-01') TO ('2024-08-01')",
+        "INSERT INTO conversation_log (created_at) VALUES ('2024-06-10 12:00'), ('2024-07-31 19:00'), "
+        "('2024-07-31 21:00')")
+    cutoff = datetime(2024, 8, 1, 3, 0, tzinfo=UTC)  # 2024-07-31 20:00 in Los Angeles
+    plan = {p.name.split(".")[-1]: p.action for p in preview(pg_settings, cutoff=cutoff).partitions}
+    assert plan == {"conversation_log_jun": "drop", "conversation_log_jul": "delete"}
+    r = run_cleanup(pg_settings, cutoff=cutoff, notify=False)
+    assert [p.name.split(".")[-1] for p in r.partitions] == ["conversation_log_jun"]
+    assert r.rows_deleted == 2
+    left = sql(pg_url, "SELECT created_at::text FROM conversation_log")[0]
+    assert [row[0] for row in left] == ["2024-07-31 21:00:00"]  # younger than the cutoff: kept
