@@ -53,7 +53,7 @@ from .errors import (
 from .identity import TableIdentity
 from .models import NotifyStatus, Progress, RunResult, RunStatus, Trigger, utcnow
 from .notify import notify_run
-from .partitions import PartitionDropper, check_partman, manifest_entries
+from .partitions import manifest_entries, partition_dropper
 from .recovery import get_run_result, list_history, recover_interrupted, settle
 from .shape import check_can_clean
 from .stats import preview
@@ -255,7 +255,7 @@ class Run:
     def archive_and_delete(self, conn: LockedConnection) -> RunResult:
         """Batches until no old row is left, then finish the backup and record success."""
         batcher, fmt = self._batcher(conn)
-        dropper = self._dropper(conn, batcher)
+        dropper = partition_dropper(self, conn, batcher.select_list)
         # partitioned: whether any old row exists (an index probe); the batches count what the drops leave
         total = batcher.count() if dropper is None else int(dropper.any_old(self.cutoff, batcher.cutoff_param))
         if total == 0 and not (dropper and dropper.pending()):
@@ -316,28 +316,6 @@ class Run:
                  done.url or self.backup_file.name, scan.sha256[:12])
         return self.result(RunStatus.SUCCESS, rows=journal.rows, sha256=scan.sha256, backup_bytes=scan.size_bytes,
                            finished_at=finished, rows_skipped=batcher.skipped, partitions=tuple(dropped), **where)
-
-    def _dropper(self, conn: LockedConnection, batcher: Any) -> PartitionDropper | None:
-        """PostgreSQL: the partition path (wholly old partitions are dropped, not deleted); refuses a
-        table whose pg_partman retention would drop partitions unarchived (BadSetting)."""
-        if self.info.dialect != "postgresql":
-            return None
-        deps = self.dependents
-        if deps.keeping or deps.row_security or deps.delete_hooks:
-            # a dropped partition takes every row with it: referenced rows, rows this role cannot
-            # see and rows whose delete triggers must fire each go through the batches instead
-            log.info("partition path off for %s: referenced rows, row-level security or delete triggers",
-                     self.info.display_name)
-            return None
-        try:
-            with map_exceptions():
-                dbapi = conn.another()
-        except DatabaseError as exc:
-            log.warning("no connection for the partition path (%s); old rows go through the batches",
-                        exc.one_line())
-            return None
-        check_partman(dbapi, self.info)
-        return PartitionDropper(dbapi, self.engine, self.info, run_id=self.run_id, select_list=batcher.select_list)
 
     def _batches(self, batcher: Any, writer: MemberWriter, journal: Journal, total: int) -> None:
         if self.progress:

@@ -34,7 +34,7 @@ from .backup.csvfile import header_line
 from .backup.writer import MemberWriter
 from .batches import BatchDone, Journal
 from .db import TableInfo, qualified, quote
-from .errors import BatchError
+from .errors import BatchError, DatabaseError, map_exceptions
 from .history import journal_sql
 from .models import PartitionDrop
 from .partition_layout import (
@@ -250,3 +250,28 @@ class PartitionDropper:
 
 def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC) if value is not None else None
+
+
+def partition_dropper(run: Any, conn: Any, select_list: str) -> PartitionDropper | None:
+    """The partition path for a run (``core.cleanup.Run``) holding ``conn`` (its LockedConnection), or None.
+
+    PostgreSQL only. None where a dropped partition could take a row the batches would
+    keep: rows still referenced (RESTRICT / NO ACTION), rows this role cannot see (RLS),
+    rows whose delete triggers must fire; also when no second connection is to be had.
+    Raises BadSetting for a table whose pg_partman retention would drop partitions unarchived.
+    """
+    info, deps = run.info, run.dependents
+    if info.dialect != "postgresql":
+        return None
+    if deps.keeping or deps.row_security or deps.delete_hooks:
+        log.info("partition path off for %s: referenced rows, row-level security or delete triggers",
+                 info.display_name)
+        return None
+    try:
+        with map_exceptions():
+            dbapi = conn.another()
+    except DatabaseError as exc:
+        log.warning("no connection for the partition path (%s); old rows go through the batches", exc.one_line())
+        return None
+    check_partman(dbapi, info)
+    return PartitionDropper(dbapi, run.engine, info, run_id=run.run_id, select_list=select_list)
