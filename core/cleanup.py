@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from . import history
+from . import history, pacing, space
 from .backup.deflate import codec_for
 from .backup.finish import finish_backup, remove_partial
 from .backup.manifest import backup_names, build_manifest
@@ -54,6 +54,7 @@ class CleanupRequest:
     batch_size: int | None = None
     trigger: Trigger | str = Trigger.CLI
     progress: Progress | None = None
+    max_runtime_s: float | None = None  # run --max-runtime: stop between batches, status partial
 
 
 def run_cleanup(
@@ -66,6 +67,7 @@ def run_cleanup(
     batch_size: int | None = None,
     trigger: Trigger | str = Trigger.CLI,
     progress: Progress | None = None,
+    max_runtime_s: float | None = None,
 ) -> RunResult:
     """Archive and delete the rows older than the cutoff; return what happened.
 
@@ -77,7 +79,7 @@ def run_cleanup(
     """
     run = plan_run(settings, CleanupRequest(cutoff=cutoff, retention_days=retention_days, dry_run=dry_run,
                                             notify=notify, batch_size=batch_size, trigger=trigger,
-                                            progress=progress))
+                                            progress=progress, max_runtime_s=max_runtime_s))
     return run.count_only() if run.dry_run else run.execute(run.take_lock())
 
 
@@ -100,7 +102,7 @@ def plan_run(settings: Settings, request: CleanupRequest) -> Run:
     return Run(settings=settings, engine=engine, info=info, run_id=run_id, cutoff=cutoff, trigger=trigger,
                started=started, t0=t0, batch_size=request.batch_size or settings.batch_size,
                backup_file=final, partial_file=partial, manifest_file=manifest, dry_run=request.dry_run,
-               notify=request.notify, progress=request.progress)
+               notify=request.notify, progress=request.progress, max_runtime_s=request.max_runtime_s)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,6 +124,7 @@ class Run:
     dry_run: bool
     notify: bool
     progress: Progress | None
+    max_runtime_s: float | None = None
 
     @property
     def table(self) -> str:
@@ -195,8 +198,11 @@ class Run:
                                        quote(self.engine, self.info.timestamp_column), full=True)
             return SqliteBatcher(conn.dbapi, self.info, cutoff=self.cutoff, batch_size=self.batch_size,
                                  engine=self.engine, fmt=fmt), fmt
-        return PostgresBatcher(conn.dbapi, self.info, cutoff=self.cutoff, batch_size=self.batch_size,
-                               engine=self.engine, reader=_second_connection(conn)), None
+        batcher = PostgresBatcher(conn.dbapi, self.info, cutoff=self.cutoff, batch_size=self.batch_size,
+                                  engine=self.engine, reader=_second_connection(conn))
+        pacing.set_lock_timeout([c for c in (conn.dbapi, batcher.reader) if c is not None],
+                                self.settings.lock_timeout_ms)
+        return batcher, None
 
     def archive_and_delete(self, conn: LockedConnection) -> RunResult:
         """Batches until no old row is left, then finish the backup and record success."""
@@ -214,16 +220,19 @@ class Run:
             manifest_file=str(self.manifest_file), pid=os.getpid(),
         )
         journal = Journal(self.run_id)
+        pacer = pacing.Pacer.for_run(self.settings, batch_size=self.batch_size, engine=self.engine,
+                                     max_runtime_s=self.max_runtime_s)
+        before = space.measure_quietly(self.engine, self.info)
         writer: MemberWriter | None = None
         try:
             with map_exceptions():
                 writer = MemberWriter(self.partial_file, self.settings.gzip_level)
                 log.info("archiving %d rows of %s older than %s into %s", total, self.table,
                          self.cutoff.isoformat(), self.backup_file.name)
-                self._batches(batcher, writer, journal, total)
+                self._batches(batcher, writer, journal, total, pacer)
                 writer.close()
-                if journal.rows == 0:  # the rows went away between the count and the batches
-                    return self._nothing_left()
+                if journal.rows == 0:  # the rows went away between the count and the batches (or no time)
+                    return self._nothing_left(pacer.stop_reason)
                 fields = build_manifest(
                     self.info, run_id=self.run_id, cutoff=self.cutoff, span=(journal.min_ts, journal.max_ts),
                     deflate=codec_for(self.settings.gzip_level).library, sqlite_format=fmt, settings=self.settings,
@@ -239,31 +248,54 @@ class Run:
             log.error("cleanup of %s failed: %s", self.table, exc.one_line())
             return self.fail(exc.one_line())
         finished = utcnow()
+        status = RunStatus.PARTIAL if pacer.stop_reason else RunStatus.SUCCESS
         history.update_run(
-            self.engine, self.info.schema, self.run_id, status=RunStatus.SUCCESS, finished_at=finished,
+            self.engine, self.info.schema, self.run_id, status=status, finished_at=finished, error=pacer.stop_reason,
             rows_archived=journal.rows, rows_deleted=journal.rows, sha256=scan.sha256,
             backup_bytes=scan.size_bytes, partial_file=None, backup_file=str(final), manifest_file=str(manifest),
         )
         log.info("archived and deleted %d rows of %s; backup %s (sha256 %s)", journal.rows, self.table,
                  final.name, scan.sha256[:12])
-        return self.result(RunStatus.SUCCESS, rows=journal.rows, backup_file=str(final),
-                           manifest_file=str(manifest), sha256=scan.sha256, backup_bytes=scan.size_bytes,
-                           finished_at=finished)
+        result = self.result(status, rows=journal.rows, backup_file=str(final), error=pacer.stop_reason,
+                             manifest_file=str(manifest), sha256=scan.sha256, backup_bytes=scan.size_bytes,
+                             finished_at=finished)
+        return self.space_after(result, before)
 
-    def _batches(self, batcher: Any, writer: MemberWriter, journal: Journal, total: int) -> None:
+    def space_after(self, result: RunResult, before: space.Space | None) -> RunResult:
+        """``result`` with the table's space before and after (VACUUM first with CLEANUP_VACUUM)."""
+        vacuumed = (space.vacuum(self.engine, self.info, lock_timeout_ms=self.settings.lock_timeout_ms)
+                    if self.settings.vacuum else None)
+        after = space.measure_quietly(self.engine, self.info)
+        return dataclasses.replace(
+            result, vacuumed=vacuumed, table_bytes_before=before.table_bytes if before else None,
+            table_bytes_after=after.table_bytes if after else None,
+            dead_tuples=after.dead_tuples if after else None, free_bytes=after.free_bytes if after else None)
+
+    def _batches(self, batcher: Any, writer: MemberWriter, journal: Journal, total: int,
+                 pacer: pacing.Pacer) -> None:
+        """Batch after batch, paced (core.pacing), until none is left or the pacer says stop."""
         if self.progress:
             self.progress(0, total)
-        while (done := batcher.run_batch(writer, journal.last_key, journal)) is not None:
+        batcher.batch_size = pacer.first_size()
+        while pacer.before_batch(first=journal.batches == 0):
+            t0 = time.monotonic()
+            done = batcher.run_batch(writer, journal.last_key, journal)
+            if done is None:
+                return
             journal.add(done)
             log.info("batch %d: archived and deleted %d rows (%d so far)", journal.batches, done.rows, journal.rows)
             if self.progress:
                 self.progress(journal.rows, max(total, journal.rows))
+            batcher.batch_size = pacer.next_size(batcher.batch_size, done.rows, time.monotonic() - t0)
+            if pacer.out_of_time():
+                return
 
-    def _nothing_left(self) -> RunResult:
+    def _nothing_left(self, stopped: str | None = None) -> RunResult:
+        status = RunStatus.PARTIAL if stopped else RunStatus.NOTHING_TO_DO
         remove_partial(self.partial_file)
-        history.update_run(self.engine, self.info.schema, self.run_id, status=RunStatus.NOTHING_TO_DO,
+        history.update_run(self.engine, self.info.schema, self.run_id, status=status, error=stopped,
                            finished_at=utcnow(), backup_file=None, manifest_file=None, partial_file=None)
-        return self.result(RunStatus.NOTHING_TO_DO)
+        return self.result(status, error=stopped)
 
     def fail(self, message: str) -> RunResult:
         """Record a failed run, finishing the backup of whatever batches did commit.

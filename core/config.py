@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from sqlalchemy.engine import make_url
 
+from .envfile import read_env_file
 from .errors import BadSetting
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,11 @@ def _check_table(env: str, table: str) -> None:
         check_identifier(env, part)
 
 
+def _ms(env: str, value: float | None) -> None:
+    if value is not None and not 0 <= value <= 86_400_000:
+        raise BadSetting(env, value, "must be 0 or more (and at most a day)")
+
+
 def _check_not_empty(env: str, value: str) -> None:
     if not value:
         raise BadSetting(env, value, "must not be empty")
@@ -183,12 +189,13 @@ class SettingSpec:
 
 
 def setting(env: str, default: Any, help: str, *, check: Check | None = None, secret: bool = False,  # noqa: A002
-            mask: Callable[[str], str] | None = None, flag: str | None = None) -> Any:
+            mask: Callable[[str], str] | None = None, flag: str | None = None, parse: Parser | None = None) -> Any:
     """Declare one setting: a dataclass field carrying its :class:`SettingSpec`.
 
-    The parser follows the default's type (bool, int, float, else text).
+    The parser follows the default's type (bool, int, float, else text) unless ``parse`` is given.
     """
-    spec = SettingSpec(env=env, help=help, parse=_PARSER_BY_TYPE.get(type(default), _to_text), check=check,
+    parse = parse or _PARSER_BY_TYPE.get(type(default), _to_text)
+    spec = SettingSpec(env=env, help=help, parse=parse, check=check,
                        secret=secret, mask=mask, flag=flag)
     return field(default=default, repr=not (secret or mask), metadata={"setting": spec})
 
@@ -238,6 +245,19 @@ class Settings:
     trusted_hosts: str | None = setting(
         "TRUSTED_HOSTS", None, "host names besides loopback the dashboard serves without a password "
         "(comma-separated; behind a reverse proxy)")
+    policies_file: str | None = setting(
+        "RETENTION_POLICIES_FILE", None, "TOML file of [[policy]] entries (several tables); unset: none is read")
+    pause_ms: int = setting("CLEANUP_PAUSE_MS", 0, "pause between batches, in milliseconds", check=_ms)
+    batch_target_ms: int | None = setting(
+        "CLEANUP_BATCH_TARGET_MS", None, "time target of one batch transaction; the batch size adapts",
+        check=_ms, parse=_to_int)
+    max_replica_lag_s: float | None = setting(
+        "CLEANUP_MAX_REPLICA_LAG_S", None, "PostgreSQL: pause while a replica lags more than this",
+        check=_ms, parse=_to_float)
+    lock_timeout_ms: int | None = setting(
+        "CLEANUP_LOCK_TIMEOUT_MS", None, "PostgreSQL: lock_timeout of the cleanup's own statements",
+        check=_ms, parse=_to_int)
+    vacuum: bool = setting("CLEANUP_VACUUM", False, "VACUUM (ANALYZE) the table after a cleanup (SQLite: VACUUM)")
 
     @property
     def table_parts(self) -> tuple[str | None, str]:
@@ -271,28 +291,6 @@ class Settings:
 SPECS: dict[str, SettingSpec] = {f.name: f.metadata["setting"] for f in fields(Settings)}  # by field name, in field order
 ENV_NAMES: dict[str, str] = {name: spec.env for name, spec in SPECS.items()}
 SECRET_FIELDS = frozenset(name for name, spec in SPECS.items() if spec.secret)
-
-
-def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Parse a ``.env`` file: KEY=VALUE lines, optional ``export``, quotes, # comments. {} if missing."""
-    p = Path(path)
-    if not p.is_file():
-        return {}
-    out: dict[str, str] = {}
-    for raw in p.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        if line.startswith("export "):
-            line = line[len("export ") :].lstrip()
-        key, value = line.split("=", 1)
-        key, value = key.strip(), value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        out[key] = value
-    return out
 
 
 def read_secrets_files(paths: Iterable[str | os.PathLike[str]]) -> dict[str, Any]:

@@ -78,6 +78,7 @@ _HEADLINES = {
     RunStatus.FAILED: "❌ Log cleanup failed",
     RunStatus.INTERRUPTED: "⚠️ Log cleanup interrupted",
     RunStatus.RUNNING: "⏳ Log cleanup running",
+    RunStatus.PARTIAL: "⏸️ Log cleanup stopped part-way",
 }
 
 
@@ -95,6 +96,9 @@ def lead_sentence(r: RunResult) -> str:
     if status is RunStatus.FAILED:
         return (f"The cleanup of {r.table} failed: {r.error or 'unknown error'}. {NO_UNBACKED_DELETE} "
                 f"{deleted_before_stop(r)}")
+    if status is RunStatus.PARTIAL:
+        return (f"Stopped part-way ({r.error or 'out of time'}): archived {plural(r.rows_archived, 'row')} of "
+                f"{r.table} older than {cutoff} to a verified backup and deleted them; the next run continues.")
     if status is RunStatus.RUNNING:
         return f"A cleanup of {r.table} older than {cutoff} is running."
     return f"{status.label}: {r.table}" + (f": {r.error}" if r.error else "")
