@@ -21,7 +21,7 @@ from . import backup, cleanup, demo, multirun, notify, policies
 from .config import SPECS, Settings, load_settings
 from .errors import BadSetting, CleanupFailed, RetentionError
 from .models import PoliciesResult, RunResult, RunStatus, to_jsonable
-from .present import count, human_bytes, human_duration, lead_sentence, timestamp
+from .present import count, human_bytes, human_duration, lead_sentence, space_sentence, timestamp
 from .stats import preview
 from .stats import stats as table_stats
 
@@ -50,6 +50,8 @@ def _run_text(r: RunResult) -> str:
     lines = [lead_sentence(r)]
     if r.backup_file:
         lines.append(f"backup:    {r.backup_file} ({human_bytes(r.backup_bytes)}, sha256 {r.sha256})")
+    if space_sentence(r):
+        lines.append(f"space:     {space_sentence(r)}")
     if r.recovered_runs:
         lines.append(f"recovered: interrupted runs {', '.join(r.recovered_runs)}")
     detail = f" ({r.notification_detail})" if r.notification_detail and r.notification != "sent" else ""

@@ -124,3 +124,19 @@ def describe_run(r: RunResult) -> RunText:
         ("Run", r.run_id),
     ]
     return RunText(headline=_HEADLINES[RunStatus(r.status)], lead=lead_sentence(r), facts=tuple(facts))
+
+
+def space_sentence(r: RunResult) -> str | None:
+    """The table's space around a run (PostgreSQL size and dead tuples; SQLite file and free pages)."""
+    if r.table_bytes_before is None and r.table_bytes_after is None:
+        return None
+    text = f"Size {human_bytes(r.table_bytes_before)} before, {human_bytes(r.table_bytes_after)} after"
+    if r.dead_tuples is not None:
+        text += f"; {plural(r.dead_tuples, 'dead tuple')}"
+    if r.free_bytes is not None:
+        text += f"; {human_bytes(r.free_bytes)} of free pages in the file"
+    if r.vacuumed is not None:
+        text += "; VACUUM done" if r.vacuumed else "; VACUUM failed (see the log)"
+    elif r.dead_tuples or r.free_bytes:
+        text += " (VACUUM, or CLEANUP_VACUUM=true, makes it reusable or gives it back)"
+    return text + "."
