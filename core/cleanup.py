@@ -67,7 +67,6 @@ def run_cleanup(
     batch_size: int | None = None,
     trigger: Trigger | str = Trigger.CLI,
     progress: Progress | None = None,
-    max_runtime_s: float | None = None,
 ) -> RunResult:
     """Archive and delete the rows older than the cutoff; return what happened.
 
@@ -77,9 +76,14 @@ def run_cleanup(
     when another cleanup of the table runs. Failures after the run started are
     returned as a RunResult with status ``failed`` (recorded in history).
     """
-    run = plan_run(settings, CleanupRequest(cutoff=cutoff, retention_days=retention_days, dry_run=dry_run,
-                                            notify=notify, batch_size=batch_size, trigger=trigger,
-                                            progress=progress, max_runtime_s=max_runtime_s))
+    return run_request(settings, request=CleanupRequest(
+        cutoff=cutoff, retention_days=retention_days, dry_run=dry_run, notify=notify, batch_size=batch_size,
+        trigger=trigger, progress=progress))
+
+
+def run_request(settings: Settings, *, request: CleanupRequest) -> RunResult:
+    """:func:`run_cleanup` for a whole CleanupRequest (``run --max-runtime`` among its options)."""
+    run = plan_run(settings, request)
     return run.count_only() if run.dry_run else run.execute(run.take_lock())
 
 
@@ -229,7 +233,7 @@ class Run:
                 writer = MemberWriter(self.partial_file, self.settings.gzip_level)
                 log.info("archiving %d rows of %s older than %s into %s", total, self.table,
                          self.cutoff.isoformat(), self.backup_file.name)
-                self._batches(batcher, writer, journal, total, pacer)
+                self._batches(batcher, writer, journal, total, pacer=pacer)
                 writer.close()
                 if journal.rows == 0:  # the rows went away between the count and the batches (or no time)
                     return self._nothing_left(pacer.stop_reason)
@@ -271,7 +275,7 @@ class Run:
             table_bytes_after=after.table_bytes if after else None,
             dead_tuples=after.dead_tuples if after else None, free_bytes=after.free_bytes if after else None)
 
-    def _batches(self, batcher: Any, writer: MemberWriter, journal: Journal, total: int,
+    def _batches(self, batcher: Any, writer: MemberWriter, journal: Journal, total: int, *,
                  pacer: pacing.Pacer) -> None:
         """Batch after batch, paced (core.pacing), until none is left or the pacer says stop."""
         if self.progress:

@@ -109,11 +109,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> None:
     max_runtime_s = None if args.max_runtime is None else 60 * args.max_runtime
     if args.all:
         return _run_all(args, settings, max_runtime_s)
-    r = cleanup.run_cleanup(
-        settings, cutoff=args.cutoff, retention_days=args.retention_days, dry_run=args.dry_run,
+    r = cleanup.run_request(settings, request=cleanup.CleanupRequest(
+        cutoff=args.cutoff, retention_days=args.retention_days, dry_run=args.dry_run,
         notify=not args.no_notify, batch_size=args.batch_size, trigger=args.trigger,
         progress=None if args.json else _progress_bar(), max_runtime_s=max_runtime_s,
-    )
+    ))
     if r.status == RunStatus.FAILED:
         _print(args, r, "")
         raise CleanupFailed(f"cleanup of {r.table} failed: {r.error} (run {r.run_id})", run_id=r.run_id)

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from core import list_backups, verify_backup
 from core.db import get_engine
 from core.demo import demo_data
 from core.policies import BadPolicy, load_policies, settings_for_table
 from tests.support.databases import make_settings
-from core import list_backups, verify_backup
 from tests.support.invariants import backup_keys
 from tests.support.processes import one_line_error, run_cli
 from tests.test_trigger import cleanup_lock_held
