@@ -183,3 +183,34 @@ def test_table_flag_picks_the_policy_of_that_table(two_tables):
     plain = json.loads(run_cli(two_tables, "preview", "--table", "api_usage", "--json").stdout)
     # 60 days from the policy, against the default 30 without the file
     assert by_policy["cutoff"] < plain["cutoff"] and by_policy["rows_to_delete"] < plain["rows_to_delete"]
+
+
+def test_the_trigger_runs_every_policy_in_one_job_or_one_by_table(two_tables, tmp_path):
+    from tests.test_trigger import TOKEN, Server, _settings_env, deletes_blocked, launch_console
+
+    home = tmp_path / "server"
+    home.mkdir()
+    env = _settings_env(two_tables, CLEANUP_TRIGGER_TOKEN=TOKEN, RETENTION_POLICIES_FILE=two_tables.policies_file)
+    base, proc, log_path = launch_console(home, env)
+    server = Server(base, proc, log_path)
+    try:
+        r = server.call("POST", "/run-cleanup?table=nosuch", TOKEN)
+        assert r.status_code == 404 and "nosuch" in r.json()["error"]
+        r = server.call("POST", "/run-cleanup?table=api_usage", TOKEN)
+        assert r.status_code == 202, r.text
+        body = server.wait_for_run(r.json()["run_id"])
+        assert [x["table"] for x in body["runs"]] == ["api_usage"] and body["status"] == "success"
+        with deletes_blocked(two_tables):  # the job's first run waits at its DELETE: the job is running
+            r = server.call("POST", "/run-cleanup", TOKEN)
+            assert r.status_code == 202, r.text
+            job = r.json()["run_id"]
+            assert server.call("POST", "/run-cleanup", TOKEN).status_code == 409
+            assert server.call("POST", "/run-cleanup?table=api_usage", TOKEN).status_code == 409
+            assert server.call("GET", f"/runs/{job}", TOKEN).json()["status"] == "running"
+        body = server.wait_for_run(job)
+        assert set(body) >= {"run_id", "status", "runs"} and body["run_id"] == job
+        assert [(x["table"], x["status"]) for x in body["runs"]] == [("conversation_log", "success"),
+                                                                     ("api_usage", "nothing_to_do")]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
