@@ -7,7 +7,8 @@ next batch should be:
   the application's writers get the database (on SQLite, the write lock) in between;
 - ``CLEANUP_BATCH_TARGET_MS``: the batch size adapts so that one batch transaction takes
   about this long: each batch's transaction time is measured and the next size scaled by
-  target / measured, within [MIN_BATCH, CLEANUP_BATCH_SIZE] and at most doubling per step;
+  target / measured, within [MIN_BATCH, CLEANUP_BATCH_SIZE] and at most doubling per step
+  (on SQLite the pause is then at least 100 ms: :data:`SQLITE_FAIR_PAUSE_S`);
 - ``CLEANUP_MAX_REPLICA_LAG_S`` (PostgreSQL): before each batch, wait while a replica in
   ``pg_stat_replication`` replays more than this behind;
 - ``run --max-runtime MINUTES``: after a batch, stop when the time is up (the run ends
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 MIN_BATCH = 100  # the adaptive size never goes below this many rows
 START_BATCH = 1_000  # with a time target, the first batch is at most this big (then it grows)
 LAG_POLL_S = 1.0  # how often a lagging replica is looked at again
+# SQLite with a time target: the pause between batches is at least this long. A writer waiting
+# for the write lock sleeps in SQLite's busy handler, whose retries are up to 100 ms apart; a
+# batch that took the lock again sooner could find it asleep every time and starve it. A pause
+# as long as the longest sleep guarantees one retry falls in it (bench/bench_latency.py).
+SQLITE_FAIR_PAUSE_S = 0.1
 
 
 def sleep(seconds: float) -> None:
@@ -70,8 +76,11 @@ class Pacer:
     def for_run(cls, settings: Settings, *, batch_size: int, engine: Engine,
                 max_runtime_s: float | None = None) -> Pacer:
         pg = engine.dialect.name == "postgresql"
-        return cls(pause_s=settings.pause_ms / 1000, ceiling=batch_size,
-                   target_s=settings.batch_target_ms / 1000 if settings.batch_target_ms else None,
+        target_s = settings.batch_target_ms / 1000 if settings.batch_target_ms else None
+        pause_s = settings.pause_ms / 1000
+        if target_s and not pg:  # see SQLITE_FAIR_PAUSE_S
+            pause_s = max(pause_s, SQLITE_FAIR_PAUSE_S)
+        return cls(pause_s=pause_s, ceiling=batch_size, target_s=target_s,
                    deadline=None if max_runtime_s is None else time.monotonic() + max_runtime_s,
                    max_lag_s=settings.max_replica_lag_s if pg else None, engine=engine if pg else None)
 
