@@ -79,6 +79,7 @@ _HEADLINES = {
     RunStatus.INTERRUPTED: "⚠️ Log cleanup interrupted",
     RunStatus.RUNNING: "⏳ Log cleanup running",
     RunStatus.EXPIRED: "🗑️ Backup expired",
+    RunStatus.PARTIAL: "⏸️ Log cleanup stopped part-way",
 }
 
 
@@ -117,6 +118,9 @@ def lead_sentence(r: RunResult) -> str:
     if status is RunStatus.FAILED:
         return (f"The cleanup of {r.table} failed: {r.error or 'unknown error'}. {NO_UNBACKED_DELETE} "
                 f"{deleted_before_stop(r)}")
+    if status is RunStatus.PARTIAL:
+        return (f"Stopped part-way ({r.error or 'out of time'}): archived {plural(r.rows_archived, 'row')} of "
+                f"{r.table} older than {cutoff} to a verified backup and deleted them; the next run continues.")
     if status is RunStatus.RUNNING:
         return f"A cleanup of {r.table} older than {cutoff} is running."
     return f"{status.label}: {r.table}" + (f": {r.error}" if r.error else "")
@@ -144,3 +148,19 @@ def describe_run(r: RunResult) -> RunText:
         ("Run", r.run_id),
     ]
     return RunText(headline=_HEADLINES[RunStatus(r.status)], lead=lead_sentence(r), facts=tuple(facts))
+
+
+def space_sentence(r: RunResult) -> str | None:
+    """The table's space around a run (PostgreSQL size and dead tuples; SQLite file and free pages)."""
+    if r.table_bytes_before is None and r.table_bytes_after is None:
+        return None
+    text = f"Size {human_bytes(r.table_bytes_before)} before, {human_bytes(r.table_bytes_after)} after"
+    if r.dead_tuples is not None:
+        text += f"; {plural(r.dead_tuples, 'dead tuple')}"
+    if r.free_bytes is not None:
+        text += f"; {human_bytes(r.free_bytes)} of free pages in the file"
+    if r.vacuumed is not None:
+        text += "; VACUUM done" if r.vacuumed else "; VACUUM failed (see the log)"
+    elif r.dead_tuples or r.free_bytes:
+        text += " (VACUUM, or CLEANUP_VACUUM=true, makes it reusable or gives it back)"
+    return text + "."

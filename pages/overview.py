@@ -8,6 +8,7 @@ import streamlit as st
 
 from core import RetentionError
 from core.present import count, human_bytes, plural, timestamp
+from core.space import EXPLANATION as SPACE_EXPLANATION
 from ui import fmt
 from ui.data import cached_stats, clear_caches
 from ui.state import settings_or_stop
@@ -45,6 +46,9 @@ c4.metric(
     help="Table, indexes and TOAST (pg_total_relation_size)." if s.table_bytes is not None
     else "Shown on PostgreSQL only.",
 )
+
+with st.expander("Deleted rows and disk space: when does the space come back?", icon=":material/storage:"):
+    st.markdown(SPACE_EXPLANATION)
 
 if not s.total_rows:
     st.info(f"{s.table} is empty: there is nothing to clean up.", icon=":material/inbox:")

@@ -8,7 +8,7 @@ import streamlit as st
 
 from core import RetentionError, Settings, cleanup_running, preview
 from core.models import NotifyStatus, RunStatus
-from core.present import count, human_bytes, human_duration, lead_sentence, plural, timestamp
+from core.present import count, human_bytes, human_duration, lead_sentence, plural, space_sentence, timestamp
 from core.runs import TrackedRun
 from ui import fmt, jobs
 from ui.data import clear_caches
@@ -21,6 +21,8 @@ JOB, PENDING, CACHES_CLEARED = "cleanup_job", "pending_run", "caches_cleared_for
 def _confirm(settings: Settings) -> None:
     pending = st.session_state.pop(PENDING, None)
     if pending:
+        if pending.get("vacuum"):
+            settings = settings.with_overrides(vacuum=True)
         st.session_state[JOB] = jobs.start(settings, cutoff=pending["cutoff"], dry_run=pending["dry_run"],
                                            rows_expected=pending["rows"])
 
@@ -72,6 +74,8 @@ def show_summary(job: TrackedRun) -> None:
         st.success(f"Cleanup finished. {lead_sentence(r)}", icon=":material/check_circle:")
     elif r.status == RunStatus.DRY_RUN:
         st.info(f"Dry run finished. {lead_sentence(r)}", icon=":material/search:")
+    elif r.status == RunStatus.PARTIAL:
+        st.warning(lead_sentence(r), icon=":material/pause_circle:")
     elif r.status == RunStatus.NOTHING_TO_DO:
         st.info(lead_sentence(r), icon=":material/check:")
     else:
@@ -90,6 +94,8 @@ def show_summary(job: TrackedRun) -> None:
         st.markdown(f"**Backup file:** `{fmt.file_name(r.backup_file)}` ({human_bytes(r.backup_bytes)})")
         st.markdown("**SHA-256:**")
         st.code(r.sha256 or "—", language=None)
+    if space_sentence(r):
+        st.caption(f"**Space:** {space_sentence(r)}")
     slack = f"**Slack report:** {NotifyStatus(r.notification).label}" + (
         f" — {r.notification_detail}" if r.notification_detail else "")
     if r.notification == NotifyStatus.FAILED:
@@ -136,6 +142,11 @@ if busy:
 
 choice = cutoff_picker(settings)
 dry_run = st.toggle("Dry run: count only, write and delete nothing", key="dry_run")
+vacuum = st.checkbox("VACUUM the table afterwards" + (" (CLEANUP_VACUUM is on)" if settings.vacuum else ""),
+                     value=settings.vacuum, key="vacuum", disabled=dry_run,
+                     help="PostgreSQL: VACUUM (ANALYZE) marks the deleted rows' space reusable at once. SQLite: "
+                          "VACUUM rewrites the file to give free pages back (locks the database meanwhile). "
+                          "VACUUM FULL is never run by this console.")
 try:
     p = preview(settings, **choice)
 except RetentionError as exc:
@@ -149,5 +160,6 @@ for warning in p.warnings:
     st.warning(warning, icon=":material/warning:")
 if st.button("Run Cleanup", type="primary", key="run_cleanup", icon=":material/delete_sweep:",
              disabled=bool(p.refusal) and not dry_run, help=p.refusal):
-    st.session_state[PENDING] = {"cutoff": p.cutoff, "rows": p.rows_to_delete, "dry_run": dry_run, "table": p.table}
+    st.session_state[PENDING] = {"cutoff": p.cutoff, "rows": p.rows_to_delete, "dry_run": dry_run, "table": p.table,
+                                   "vacuum": vacuum}
     confirm_dialog(settings)

@@ -17,7 +17,7 @@ from pathlib import PurePath
 from typing import Any
 
 from .. import present
-from ..models import RunResult, RunStatus
+from ..models import PoliciesResult, RunResult, RunStatus
 
 Blocks = list[dict[str, Any]]
 
@@ -232,3 +232,35 @@ def setup_check_message(
         _context(f"Sent {present.timestamp(sent_at)}. Nothing was archived or deleted."),
     ]
     return text, blocks
+
+
+_SET_HEADLINES = {"failed": "🔴 Log cleanup of several tables: a policy FAILED",
+                  "locked": "⚠️ Log cleanup of several tables: a table was busy",
+                  "partial": "⏸️ Log cleanup of several tables: stopped part-way"}
+
+
+def runs_summary(result: PoliciesResult, *, host: str) -> tuple[str, Blocks]:
+    """One report for every policy of ``run --all`` (or the trigger's job): ``(fallback text, blocks)``.
+
+    A line per table (status, rows deleted, backup, error), then the totals.
+    """
+    lines, deleted = [], 0
+    for run in result.runs:
+        r = run.result
+        if r is None:
+            why = "another cleanup held its lock; nothing was changed" if run.locked else (run.error or "failed")
+            lines.append(f"• {code(run.table)}: {escape(why)}")
+            continue
+        deleted += r.rows_deleted
+        line = f"• {code(r.table)}: {escape(RunStatus(r.status).label)}, {present.plural(r.rows_deleted, 'row')} deleted"
+        if r.backup_file:
+            line += f", backup {code(PurePath(r.backup_file).name)}"
+        if r.error:
+            line += f" ({escape(truncate(r.error, 300))})"
+        lines.append(line)
+    headline = _SET_HEADLINES.get(result.status, "✅ Log cleanup of several tables done")
+    total = f"{present.plural(len(result.runs), 'policy', 'policies')}, {present.plural(deleted, 'row')} deleted in all."
+    blocks: Blocks = [_header(headline), _section(truncate("\n".join(lines), SECTION_MAX)),
+                      _context(f"Log Retention Console on {code(host)} · {total}")]
+    text = f"Log cleanup of {len(result.runs)} tables: {result.status}; {total}"
+    return truncate(text, SECTION_MAX), blocks
