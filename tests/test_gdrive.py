@@ -23,6 +23,7 @@ from core.backup import gdrive as gdrive_module
 from core.backup.drivecopy import copy_missing
 from core.backup.expiry import expire_backups
 from core.config import Settings
+from tests.fakeslack import TOKEN, FakeSlack
 from tests.support.fakedrive import FakeDrive
 from tests.support.objectstore import ENV, moto_server, new_bucket
 from tests.support.processes import run_cli
@@ -137,3 +138,44 @@ def test_backups_json_names_the_drive_file_id(with_drive: Settings, drive: FakeD
     [b] = json.loads(p.stdout)["backups"]
     fid = drive.in_folder(FOLDER)[Path(r.backup_file).name]["id"]
     assert {"kind": "drive", "where": fid, "verified": True} in b["locations"]
+
+
+def _posted_text(slack: FakeSlack) -> str:
+    return json.dumps([c.json for c in slack.calls("chat.postMessage")])
+
+
+def test_the_slack_report_names_a_failed_drive_copy_and_the_backups_that_expired(
+        with_drive: Settings, drive: FakeDrive) -> None:
+    first = run_cleanup(with_drive, retention_days=60, notify=False)
+    manifest = Path(first.backup_file.removesuffix(".csv.gz") + ".manifest.json")
+    m = json.loads(manifest.read_text())
+    m["created_at"] = "2000-01-01T00:00:00+00:00"
+    manifest.write_text(json.dumps(m))
+    drive.fail_uploads = True
+    with FakeSlack() as slack:
+        s = dataclasses.replace(with_drive, slack_bot_token=TOKEN, slack_api_base_url=slack.api_url,
+                                backup_retention_days="7")
+        r = run_cleanup(s, retention_days=30)
+        assert r.status == "success" and r.notification == "sent"
+        text = _posted_text(slack)
+    assert Path(first.backup_file).name in text and "expired" in text
+    assert f"Google Drive copy of {Path(r.backup_file).name} failed" in text
+
+
+def test_expire_backups_alone_sends_a_short_report_unless_no_notify(with_drive: Settings) -> None:
+    first = run_cleanup(with_drive, retention_days=60, notify=False)
+    run_cleanup(with_drive, retention_days=30, notify=False)
+    manifest = Path(first.backup_file.removesuffix(".csv.gz") + ".manifest.json")
+    m = json.loads(manifest.read_text())
+    m["created_at"] = "2000-01-01T00:00:00+00:00"
+    manifest.write_text(json.dumps(m))
+    with FakeSlack() as slack:
+        env = dict(SLACK_BOT_TOKEN=TOKEN, SLACK_API_BASE_URL=slack.api_url, BACKUP_RETENTION_DAYS="7")
+        quiet = run_cli(with_drive, "expire-backups", "--dry-run", **env)
+        assert quiet.returncode == 0, quiet.stderr
+        assert slack.calls("chat.postMessage") == []
+        p = run_cli(with_drive, "expire-backups", **env)
+        assert p.returncode == 0, p.stderr
+        [post] = slack.calls("chat.postMessage")
+    assert Path(first.backup_file).name in json.dumps(post.json) and "expired" in json.dumps(post.json)
+    assert not manifest.exists()
