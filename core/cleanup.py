@@ -22,8 +22,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from . import history
-from .backup.deflate import codec_for
 from .backup.aftercare import after_run
+from .backup.deflate import codec_for
 from .backup.finish import remove_partial
 from .backup.manifest import backup_names, build_manifest
 from .backup.store import LocalFolderStore

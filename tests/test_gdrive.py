@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from core import get_run_result, run_cleanup
-from core.backup import list_backups
 from core.backup import gdrive as gdrive_module
+from core.backup import list_backups
 from core.backup.drivecopy import copy_missing
 from core.backup.expiry import expire_backups
 from core.config import Settings

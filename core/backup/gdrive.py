@@ -53,7 +53,8 @@ def _credentials(settings: Any) -> Any:
             return service_account.Credentials.from_service_account_file(path, scopes=SCOPES)
     except (OSError, ValueError, KeyError) as exc:
         env = "GDRIVE_CREDENTIALS_JSON" if raw else "GOOGLE_APPLICATION_CREDENTIALS"
-        raise BadSetting(env, "(a service-account key)" if raw else path, f"is not a usable key ({describe(exc)})")
+        raise BadSetting(env, "(a service-account key)" if raw else path,
+                         f"is not a usable key ({describe(exc)})") from None
     raise BadSetting("GDRIVE_FOLDER_ID", settings.gdrive_folder_id,
                      "needs GOOGLE_APPLICATION_CREDENTIALS or GDRIVE_CREDENTIALS_JSON (a service-account key)")
 

@@ -229,3 +229,15 @@ def fetch_stored(settings: Any, url: str) -> Path:
     store.download(name, data)
     manifest.write_bytes(store.read_bytes(mname))
     return data
+
+
+def stored_backup(settings: Any, name: str) -> S3Store:
+    """The store holding the finished backup ``name`` (a plain name with its manifest there). Raises BackupNotFound."""
+    from ..errors import BackupNotFound
+
+    store = S3Store.from_settings(settings)
+    if store is None or "/" in name or not name.endswith(".csv.gz"):
+        raise BackupNotFound(name, "is not a backup in BACKUP_STORE")
+    if not store.exists(manifest_path_for(Path(name)).name):
+        raise BackupNotFound(name, f"is not a finished backup in {store.base}")
+    return store

@@ -6,8 +6,8 @@ import logging
 from typing import Any
 
 from ..models import NotifyStatus
-from .redact import secrets_of
 from . import message
+from .redact import secrets_of
 from .send import NotifyOutcome, _Report, _unexpected
 
 log = logging.getLogger(__name__)
