@@ -228,7 +228,7 @@ class S3Store:
         with self._call(f"assembling {name} from its batch objects"):
             upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
             try:
-                etag = self._copy_parts(name, key, upload, source, sizes)
+                etag = self._copy_parts(name, upload, source, sizes)
             except BaseException:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
                 raise
@@ -236,8 +236,8 @@ class S3Store:
             raise StoreError(self.base, f"assembling {name}", "a part's checksum is not the local bytes' MD5")
         return True
 
-    def _copy_parts(self, name: str, key: str, upload: str, source: Path, sizes: list[int]) -> str | None:
-        parts, digests = [], []
+    def _copy_parts(self, name: str, upload: str, source: Path, sizes: list[int]) -> str | None:
+        key, parts, digests = self.key(name), [], []
         with open(source, "rb") as f:
             for number, size in enumerate(sizes, start=1):
                 md5 = hashlib.md5(f.read(size), usedforsecurity=False)
