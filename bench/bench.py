@@ -206,19 +206,25 @@ def measure(approach: str, url: str, cutoff: str, work: Path, expect: int) -> di
 def store_env() -> dict[str, str]:
     """A moto S3 server on loopback (started once) and a fresh bucket: the environment of a run with a store."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    if "url" not in _S3:
-        import logging
+    if "url" not in _S3:  # its own process: a server thread in this one would compete for the GIL
+        import atexit
         import socket
+        import urllib.request
 
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        _S3["server"] = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        _S3["server"].start()
+        _S3["server"] = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        atexit.register(_S3["server"].terminate)
         _S3["url"] = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(_S3["url"] + "/moto-api/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
     env = {"AWS_ENDPOINT_URL": _S3["url"], "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
            "AWS_DEFAULT_REGION": "us-east-1"}
     _S3["client"] = boto3.client("s3", endpoint_url=_S3["url"], aws_access_key_id="bench",

@@ -22,8 +22,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from . import history, pacing, space
+from .backup.aftercare import after_run
 from .backup.deflate import codec_for
-from .backup.expiry import expire_after_run
 from .backup.finish import remove_partial
 from .backup.manifest import backup_names, build_manifest
 from .backup.store import LocalFolderStore
@@ -235,13 +235,17 @@ class Run:
                 history.ensure_history(self.engine, self.info.schema)
                 recovered = recover_interrupted(self.settings, engine=self.engine, info=self.info)
                 result = self.archive_and_delete(conn)
-                expire_after_run(self.settings)  # BACKUP_RETENTION_DAYS, under the lock this run holds
+                after = after_run(self.settings)  # expiry and Drive copies, under the lock this run holds
+                if after:
+                    history.update_run(self.engine, self.info.schema, result.run_id,
+                                       notes="\n".join(result.notes + after))
         except DatabaseError as exc:  # outside a batch: disk full, connection lost
             raise CleanupFailed(f"cleanup of {self.table} stopped: database error: {exc.one_line()}; "
                                 "the next run recovers anything unfinished", run_id=self.run_id) from None
         finally:
             conn.close()
-        result = dataclasses.replace(result, recovered_runs=tuple(r.run_id for r in recovered))
+        result = dataclasses.replace(result, recovered_runs=tuple(r.run_id for r in recovered),
+                                     notes=result.notes + after)
         if self.notify:
             return self.report(result, recovered)
         history.update_run(self.engine, self.info.schema, result.run_id, notification=NotifyStatus.SKIPPED)

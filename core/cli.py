@@ -165,6 +165,10 @@ def cmd_expire_backups(args: argparse.Namespace, settings: Settings) -> None:
     from .backup.expiry import expire_backups
 
     r = expire_backups(settings, dry_run=args.dry_run)
+    if not args.no_notify:
+        from .notify.expiry import notify_expiry
+
+        notify_expiry(settings, r)
     verb = "would delete" if r.dry_run else "deleted"
     lines = [f"{verb} {e.name} ({count(e.rows)} rows of {e.table}, created {timestamp(e.created_at)}) from "
              f"{', '.join(e.removed_from)}" for e in r.expired]
@@ -289,8 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--allow-unsigned", action="store_true",
                    help="with BACKUP_SIGNING_KEY set, accept a manifest without a signature (an older backup)")
-    command("expire-backups", cmd_expire_backups, "delete backups older than BACKUP_RETENTION_DAYS everywhere"
-            ).add_argument("--dry-run", action="store_true", help="list what would be deleted; change nothing")
+    p = command("expire-backups", cmd_expire_backups, "delete backups older than BACKUP_RETENTION_DAYS everywhere")
+    p.add_argument("--dry-run", action="store_true", help="list what would be deleted; change nothing")
+    p.add_argument("--no-notify", action="store_true", help="do not report to Slack")
     command("history", cmd_history, "past runs, newest first").add_argument(
         "--limit", type=_positive, default=50)
     command("notify-test", cmd_notify_test, "send a test message to Slack")

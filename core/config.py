@@ -107,6 +107,14 @@ class Settings:
     backup_retention_days: str | None = setting(
         "BACKUP_RETENTION_DAYS", None, "delete backups older than N days everywhere (unset: never)",
         check=check_backup_days)
+    gdrive_folder_id: str | None = setting(
+        "GDRIVE_FOLDER_ID", None, "copy each verified backup and manifest into this Google Drive (Shared Drive) folder")
+    google_application_credentials: str | None = setting(
+        "GOOGLE_APPLICATION_CREDENTIALS", None, "path of the Google service-account key (JSON) for GDRIVE_FOLDER_ID")
+    gdrive_credentials_json: str | None = setting(
+        "GDRIVE_CREDENTIALS_JSON", None, "the Google service-account key itself (JSON)", secret=True)
+    gdrive_api_endpoint: str = setting(
+        "GDRIVE_API_ENDPOINT", "https://www.googleapis.com/", "Google Drive API root (tests point it at a fake)")
     batch_size: int = setting(
         "CLEANUP_BATCH_SIZE", DEFAULT_BATCH_SIZE, "rows per archive-and-delete transaction",
         check=between(1, 1_000_000, "must be between 1 and 1000000"))

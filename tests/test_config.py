@@ -164,14 +164,14 @@ def test_short_secrets_are_refused_with_how_to_generate_one_and_without_the_valu
 def test_masked_never_contains_a_secret():
     secrets = {"SLACK_BOT_TOKEN": "xoxb-secret-bot-token", "SLACK_WEBHOOK_URL": "https://hooks.test/secret-hook",
                "CLEANUP_TRIGGER_TOKEN": TOKEN, "DASHBOARD_PASSWORD": PASSWORD,
-               "BACKUP_SIGNING_KEY": "signing-key-secret-0123",
+               "BACKUP_SIGNING_KEY": "signing-key-secret-0123", "GDRIVE_CREDENTIALS_JSON": '{"private_key": "gd-secret"}',
                "DATABASE_URL": "postgresql+psycopg2://user:db-secret@host/db?sslpassword=ssl-secret"}
     s = load(environ=secrets)
     shown = s.masked()
     assert set(shown) == set(ENV_NAMES.values())
     text = repr(shown) + repr(s)
     for value in ("xoxb-secret-bot-token", "secret-hook", TOKEN, PASSWORD, "db-secret", "ssl-secret",
-                  "signing-key-secret-0123"):
+                  "signing-key-secret-0123", "gd-secret"):
         assert value not in text, value
     assert {shown[ENV_NAMES[f]] for f in SECRET_FIELDS} == {SHOWN_FOR_A_SECRET}
     assert shown["DATABASE_URL"] == "postgresql+psycopg2://user:***@host/db?sslpassword=***"
@@ -184,7 +184,7 @@ def test_unset_secrets_are_shown_as_unset():
 
 def test_secret_fields_are_declared_secret():
     assert SECRET_FIELDS == {"slack_bot_token", "slack_webhook_url", "cleanup_trigger_token", "dashboard_password",
-                             "backup_signing_key"}
+                             "backup_signing_key", "gdrive_credentials_json"}
     assert all(not SPECS[f].flag for f in SECRET_FIELDS)  # a flag would land in the shell history
 
 

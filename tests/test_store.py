@@ -125,3 +125,35 @@ def test_backups_json_lists_each_location(stored: Settings, s3: str) -> None:
     assert p.returncode == 0, p.stderr
     [b] = json.loads(p.stdout)["backups"]
     assert {loc["kind"]: loc["where"] for loc in b["locations"]} == {"local": r.backup_file, "store": r.backup_url}
+
+
+def test_the_final_object_is_assembled_from_the_batch_objects_and_a_changed_one_is_refused(
+        s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from core.backup.s3 import S3Store, StoreError, segment_name
+    from tests.support.objectstore import open_uploads
+
+    for k, v in {**ENV, "AWS_ENDPOINT_URL": s3}.items():
+        monkeypatch.setenv(k, v)
+    bucket = new_bucket(s3)
+    store = S3Store(f"s3://{bucket}/p")
+    pieces = [os.urandom(5 * 1024 * 1024 + 11), os.urandom(6 * 1024 * 1024), os.urandom(1000)]
+    source = tmp_path / "b.csv.gz"
+    source.write_bytes(b"".join(pieces))
+    for i, piece in enumerate(pieces, start=1):
+        store.put_bytes(segment_name("b.csv.gz", i), piece)
+    assert store.compose("b.csv.gz", source)
+    assert client(s3).get_object(Bucket=bucket, Key="p/b.csv.gz")["Body"].read() == source.read_bytes()
+    store.put_bytes(segment_name("c.csv.gz", 1), pieces[0])
+    store.put_bytes(segment_name("c.csv.gz", 2), b"x" + pieces[1][1:])  # not the local bytes
+    other = tmp_path / "c.csv.gz"
+    other.write_bytes(pieces[0] + pieces[1])
+    with pytest.raises(StoreError):
+        store.compose("c.csv.gz", other)
+    assert open_uploads(s3, bucket) == [] and not store.exists("c.csv.gz")
+    store.put_bytes(segment_name("d.csv.gz", 1), pieces[2])
+    store.put_bytes(segment_name("d.csv.gz", 2), pieces[0])
+    small_first = tmp_path / "d.csv.gz"
+    small_first.write_bytes(pieces[2] + pieces[0])
+    assert not store.compose("d.csv.gz", small_first)  # a part under 5 MiB but the last: uploaded instead

@@ -12,7 +12,9 @@ from the server's cookie secret, valid for :data:`LINK_TTL_S`. The grant binds t
 link to the session that made it: a random id in that session's state, registered
 in the process-wide ``web.guard.grants`` and revoked at sign-out (:func:`revoke_session_grant`)
 or when the session ends, after which the link answers 403 wherever it was copied to.
-The route re-resolves the name inside BACKUP_DIR, so a valid link can never reach another file.
+The route re-resolves the name inside BACKUP_DIR, so a valid link can never reach another file; a
+backup with no local copy streams from BACKUP_STORE through this route (a finished backup there,
+by its plain name), never through a presigned URL that anyone holding it could use.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import streamlit as st
 
 from core import RetentionError, resolve_backup
 from core.backup import iter_spreadsheet_safe
+from core.backup.stored import stored_backup
+from core.errors import BackupNotFound
 from web import guard
 
 ROUTE = "/backup-download"
@@ -93,8 +97,11 @@ def link(name: str, kind: str) -> str:
 
 
 def read_backup(settings: Any, name: str) -> bytes:
-    """The whole backup (download button fallback; resolved inside BACKUP_DIR)."""
-    return resolve_backup(settings, name).read_bytes()
+    """The whole backup (download button fallback; resolved inside BACKUP_DIR, else read from the store)."""
+    try:
+        return resolve_backup(settings, name).read_bytes()
+    except BackupNotFound:
+        return b"".join(stored_backup(settings, name).stream(name))
 
 
 def read_spreadsheet(settings: Any, name: str) -> bytes:
@@ -118,6 +125,15 @@ def routes() -> list[Any]:
         try:
             settings = build_settings()
             path = resolve_backup(settings, name)
+        except BackupNotFound as missing:  # no local copy: the stored one, streamed through this server
+            try:
+                store = stored_backup(settings, name)
+            except RetentionError:
+                return PlainTextResponse(missing.one_line() + "\n", 404, headers=headers)
+            if kind != "backup":
+                return PlainTextResponse("only the backup itself streams from the store\n", 404, headers=headers)
+            return StreamingResponse(store.stream(name), media_type="application/gzip", headers={
+                **headers, "Content-Disposition": f'attachment; filename="{name}"'})
         except RetentionError as exc:
             return PlainTextResponse(exc.one_line() + "\n", 404, headers=headers)
         if kind == "backup":

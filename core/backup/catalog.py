@@ -22,6 +22,7 @@ from ..masking import redact
 from ..models import BackupInfo, VerifyResult
 from ..timefmt import parse_db_timestamp
 from .csvfile import iter_records
+from .gdrive import merge_drive
 from .manifest import (
     DATA_SUFFIX,
     MANIFEST_SUFFIX,
@@ -79,7 +80,7 @@ def list_backups(settings: Settings) -> list[BackupInfo]:
             log.warning("backup %s: %s", name, why)
             out.append(BackupInfo(file=str(data), manifest_file=str(manifest), table="", rows=0, cutoff=None,
                                   created_at=None, size_bytes=0, sha256="", run_id=None, error=redact(why)))
-    out = merge_stored(settings, out)
+    out = merge_drive(settings, merge_stored(settings, out))
     out.sort(key=lambda b: (b.created_at is not None, b.created_at), reverse=True)
     return out
 

@@ -22,6 +22,7 @@ from ..errors import map_exceptions
 from ..models import NotifyStatus, RunStatus, Trigger, utcnow
 from ..storeconf import backup_retention_days
 from .catalog import list_backups
+from .gdrive import Drive, remove_copy
 from .manifest import manifest_path_for
 from .s3 import S3Store
 
@@ -82,10 +83,12 @@ def expire_backups(settings: Any, *, dry_run: bool = False, locked: bool = False
 
 
 def _expire(settings: Any, engine: Any, b: Any, dry_run: bool) -> Expired:
-    where = tuple(loc["where"] for loc in b.locations)
+    where = tuple(f"Google Drive file {loc['where']}" if loc["kind"] == "drive" else loc["where"]
+                  for loc in b.locations)
     if dry_run:
         return Expired(b.name, b.table, b.created_at, b.rows, where)
     store = S3Store.from_settings(settings)
+    drive = Drive.from_settings(settings) if any(loc["kind"] == "drive" for loc in b.locations) else None
     for loc in b.locations:
         if loc["kind"] == "local":
             data = Path(loc["where"])
@@ -95,6 +98,8 @@ def _expire(settings: Any, engine: Any, b: Any, dry_run: bool) -> Expired:
         elif loc["kind"] == "store" and store is not None:
             store.delete(manifest_path_for(Path(b.name)).name)
             store.delete(b.name)
+        elif loc["kind"] == "drive" and drive is not None:
+            remove_copy(drive, b.name)
     now = utcnow()
     local = next((loc["where"] for loc in b.locations if loc["kind"] == "local"), None)
     url = next((loc["where"] for loc in b.locations if loc["kind"] == "store"), None)

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 SCHEME = "s3://"
 PARTS = ".parts/"
 _MULTIPART = 64 * 1024 * 1024  # larger final objects go up in 64 MiB parts (aborted on failure)
+_MIN_PART = 5 * 1024 * 1024  # S3's smallest multipart part (but the last)
 
 
 class StoreError(StorageError):
@@ -211,6 +212,48 @@ class S3Store:
                 self.client.delete_objects(Bucket=self.bucket,
                                            Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
         return len(keys)
+
+    def compose(self, name: str, source: Path) -> bool:
+        """Build ``name`` in the store from its batch objects (multipart UploadPartCopy) instead of uploading
+        ``source`` again; False when they cannot make it (a batch object under 5 MiB but the last, sizes that do
+        not add up to the file's). Checked without reading it back: each part's ETag must be the MD5 of the local
+        bytes at its place, and the object's ETag the multipart ETag of those. A failure aborts the upload.
+        """
+        segs = self.segments(name)
+        sizes = [size for _, size in segs]
+        if (not segs or len(segs) > 10_000 or [seq for seq, _ in segs] != list(range(1, len(segs) + 1))
+                or any(size < _MIN_PART for size in sizes[:-1]) or sum(sizes) != source.stat().st_size):
+            return False
+        key = self.key(name)
+        with self._call(f"assembling {name} from its batch objects"):
+            upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+            try:
+                etag = self._copy_parts(name, upload, source, sizes)
+            except BaseException:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
+                raise
+        if etag is None:
+            raise StoreError(self.base, f"assembling {name}", "a part's checksum is not the local bytes' MD5")
+        return True
+
+    def _copy_parts(self, name: str, upload: str, source: Path, sizes: list[int]) -> str | None:
+        key, parts, digests = self.key(name), [], []
+        with open(source, "rb") as f:
+            for number, size in enumerate(sizes, start=1):
+                md5 = hashlib.md5(f.read(size), usedforsecurity=False)
+                r = self.client.upload_part_copy(
+                    Bucket=self.bucket, Key=key, UploadId=upload, PartNumber=number,
+                    CopySource={"Bucket": self.bucket, "Key": self.key(segment_name(name, number))})
+                got = r["CopyPartResult"]["ETag"]
+                if got.strip('"') != md5.hexdigest():
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
+                    return None
+                parts.append({"ETag": got, "PartNumber": number})
+                digests.append(md5.digest())
+        r = self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload,
+                                                  MultipartUpload={"Parts": parts})
+        whole = hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest() + f"-{len(parts)}"
+        return whole if str(r.get("ETag", "")).strip('"') == whole else None
 
     def abort_open_uploads(self, name: str) -> int:
         """Abort the multipart uploads left open under ``name`` (a run killed while uploading)."""

@@ -71,10 +71,11 @@ def finish_anywhere(settings: Any, req: FinishRequest) -> Finished:
     if not req.partial.exists() and not req.final.exists():
         rebuild_from_segments(store, name, req.partial, req.committed_bytes)
     data, manifest, scan = _local(settings, req)
-    store.upload_file(name, data)
-    sha, size = store.sha256_of(name)
-    if (sha, size) != (scan.sha256, scan.size_bytes):
-        raise BackupMismatch(store.url(name), "stored sha256", scan.sha256, sha)
+    if not store.compose(name, data):  # from the batch objects, checked part by part; else uploaded and read back
+        store.upload_file(name, data)
+        sha, size = store.sha256_of(name)
+        if (sha, size) != (scan.sha256, scan.size_bytes):
+            raise BackupMismatch(store.url(name), "stored sha256", scan.sha256, sha)
     store.put_bytes(mname, manifest.read_bytes())  # last: the manifest makes the stored backup final
     log.info("backup %s stored and verified as %s", name, store.url(name))
     return _tidy(settings, store, req, scan)
@@ -229,3 +230,15 @@ def fetch_stored(settings: Any, url: str) -> Path:
     store.download(name, data)
     manifest.write_bytes(store.read_bytes(mname))
     return data
+
+
+def stored_backup(settings: Any, name: str) -> S3Store:
+    """The store holding the finished backup ``name`` (a plain name with its manifest there). Raises BackupNotFound."""
+    from ..errors import BackupNotFound
+
+    store = S3Store.from_settings(settings)
+    if store is None or "/" in name or not name.endswith(".csv.gz"):
+        raise BackupNotFound(name, "is not a backup in BACKUP_STORE")
+    if not store.exists(manifest_path_for(Path(name)).name):
+        raise BackupNotFound(name, f"is not a finished backup in {store.base}")
+    return store

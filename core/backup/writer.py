@@ -72,6 +72,7 @@ class MemberWriter:
         # Called with (path, start, end) of each member once it is durable, before commit_member
         # returns (the object store's batch upload); an error it raises rolls the batch back.
         self.on_member: Callable[[Path, int, int], None] | None = None
+        self._upool: ThreadPoolExecutor | None = None
 
     def begin(self) -> None:
         self._mark = (self.size, self.sha.copy(), self._records)
@@ -130,6 +131,22 @@ class MemberWriter:
         decompress or holds another number of records.
         """
         self._compress(final=True)
+        # The member's bytes are written: its upload (BACKUP_STORE) overlaps the read-back check and the fsync;
+        # the member counts as committed only once both are done.
+        upload = None if self.on_member is None else self._uploads().submit(
+            self.on_member, self.path, self._mark[0] if self._mark else 0, self.size)
+        try:
+            self._check_and_sync(records)
+        except BaseException:
+            if upload is not None:
+                upload.exception()  # wait: the rollback that follows truncates the file it reads
+            raise
+        if upload is not None:
+            upload.result()
+        self._records += records
+        return self.size  # the mark stays: the batch's transaction may still roll back
+
+    def _check_and_sync(self, records: int) -> None:
         try:
             found = self._check.finish()
         except BackupReadError as exc:
@@ -139,10 +156,11 @@ class MemberWriter:
                 f"the backup reads back as {found} CSV records, not {records}; batch rolled back")
         self._z = None
         os.fsync(self._fd)
-        if self.on_member is not None:
-            self.on_member(self.path, self._mark[0] if self._mark else 0, self.size)
-        self._records += records
-        return self.size  # the mark stays: the batch's transaction may still roll back
+
+    def _uploads(self) -> ThreadPoolExecutor:
+        if self._upool is None:
+            self._upool = ThreadPoolExecutor(1, thread_name_prefix="backup-upload")
+        return self._upool
 
     def verified(self) -> Scan:
         """What the committed members were checked to hold: this file's sha256, length and rows.
@@ -185,6 +203,8 @@ class MemberWriter:
         self._settle()
         self._zpool.shutdown()
         self._vpool.shutdown()
+        if self._upool is not None:
+            self._upool.shutdown()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

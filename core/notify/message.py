@@ -264,3 +264,13 @@ def runs_summary(result: PoliciesResult, *, host: str) -> tuple[str, Blocks]:
                       _context(f"Log Retention Console on {code(host)} · {total}")]
     text = f"Log cleanup of {len(result.runs)} tables: {result.status}; {total}"
     return truncate(text, SECTION_MAX), blocks
+
+
+def expiry_summary(names: Sequence[tuple[str, str, str]], *, retention_days: int | None,
+                   host: str) -> tuple[str, Blocks]:
+    """The short report of ``expire-backups``: (name, table, where removed from) of each expired backup."""
+    text = f"{present.plural(len(names), 'backup')} expired (BACKUP_RETENTION_DAYS={retention_days})"
+    lines = [f"• {code(name)} of {code(table)}: removed from {escape(where)}" for name, table, where in names]
+    blocks: Blocks = [_header(f"🗑️ {text}"), _section("\n".join(lines)),
+                      _context(f"Log Retention Console on {code(host)}")]
+    return truncate(text + ": " + ", ".join(n for n, _, _ in names), SECTION_MAX), blocks
