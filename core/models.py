@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime
 from enum import Enum, StrEnum
 from typing import Any, Callable
 
+from .i18n import N_, _
+
 # progress(rows_done, rows_total): called by long operations after each batch.
 Progress = Callable[[int, int], None]
 
@@ -26,7 +28,7 @@ class RunStatus(StrEnum):
     @property
     def label(self) -> str:
         """Short human label with an icon, for tables and headers."""
-        return _RUN_LABELS[self]
+        return _(_RUN_LABELS[self])
 
     @property
     def finished(self) -> bool:
@@ -34,13 +36,13 @@ class RunStatus(StrEnum):
 
 
 _RUN_LABELS = {
-    RunStatus.RUNNING: "⏳ running",
-    RunStatus.SUCCESS: "✅ success",
-    RunStatus.NOTHING_TO_DO: "➖ nothing to do",
-    RunStatus.DRY_RUN: "🔍 dry run",
-    RunStatus.FAILED: "❌ failed",
-    RunStatus.INTERRUPTED: "⚠️ interrupted",
-    RunStatus.EXPIRED: "🗑️ backup expired",
+    RunStatus.RUNNING: N_("⏳ running"),
+    RunStatus.SUCCESS: N_("✅ success"),
+    RunStatus.NOTHING_TO_DO: N_("➖ nothing to do"),
+    RunStatus.DRY_RUN: N_("🔍 dry run"),
+    RunStatus.FAILED: N_("❌ failed"),
+    RunStatus.INTERRUPTED: N_("⚠️ interrupted"),
+    RunStatus.EXPIRED: N_("🗑️ backup expired"),
 }
 
 
@@ -54,14 +56,14 @@ class NotifyStatus(StrEnum):
 
     @property
     def label(self) -> str:
-        return _NOTIFY_LABELS[self]
+        return _(_NOTIFY_LABELS[self])
 
 
 _NOTIFY_LABELS = {
-    NotifyStatus.PENDING: "⏳ pending",
-    NotifyStatus.SENT: "✅ sent",
-    NotifyStatus.SKIPPED: "➖ skipped",
-    NotifyStatus.FAILED: "❌ failed",
+    NotifyStatus.PENDING: N_("⏳ pending"),
+    NotifyStatus.SENT: N_("✅ sent"),
+    NotifyStatus.SKIPPED: N_("➖ skipped"),
+    NotifyStatus.FAILED: N_("❌ failed"),
 }
 
 

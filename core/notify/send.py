@@ -30,6 +30,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web import SlackResponse
 from slack_sdk.webhook import WebhookClient
 
+from .. import i18n
 from ..config import Settings
 from ..models import NotifyStatus, RunResult, RunStatus
 from . import guidance, message
@@ -80,7 +81,8 @@ def notify_run(
             return NotifyOutcome(NotifyStatus.SKIPPED, _NOT_CONFIGURED)
         report = _Report(settings)
         backup = backup_facts(result.backup_file, settings)
-        text, blocks = message.run_summary(result, host=report.host, backup=backup, recovered=recovered)
+        with i18n.use(language=settings.app_language, zone=settings.display_timezone):
+            text, blocks = message.run_summary(result, host=report.host, backup=backup, recovered=recovered)
         if settings.slack_bot_token:
             upload = backup.path if backup.delivery is BackupDelivery.UPLOAD else None
             outcome = report.via_bot(text, blocks, upload=upload)
@@ -103,15 +105,12 @@ def send_test_message(settings: Settings) -> NotifyOutcome:
             return NotifyOutcome(NotifyStatus.SKIPPED, _NOT_CONFIGURED)
         report = _Report(settings)
         now = datetime.now(UTC)
+        with i18n.use(language=settings.app_language, zone=settings.display_timezone):
+            label = report.label if settings.slack_bot_token else i18n._("this channel")
+            text, blocks = message.setup_check_message(settings.table, label, host=report.host, sent_at=now)
         if settings.slack_bot_token:
-            text, blocks = message.setup_check_message(
-                settings.table, report.label, host=report.host, sent_at=now
-            )
             outcome = report.via_bot(text, blocks, upload=None, check_scopes=True)
         else:
-            text, blocks = message.setup_check_message(
-                settings.table, "this channel", host=report.host, sent_at=now
-            )
             outcome = report.via_webhook(text, blocks)
             if outcome.status is NotifyStatus.SENT:
                 outcome = NotifyOutcome(NotifyStatus.SENT, "test message posted through the incoming webhook")
