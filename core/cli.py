@@ -21,8 +21,8 @@ from typing import Any, Sequence
 from . import backup, cleanup, demo, i18n, notify
 from .config import SPECS, Settings, load_settings
 from .errors import CleanupFailed, RetentionError
-from .masking import install_log_redaction, redact
 from .i18n import _, ngettext
+from .masking import install_log_redaction, redact
 from .models import NotifyStatus, RunResult, RunStatus, to_jsonable
 from .present import count, human_bytes, human_duration, lead_sentence, status_label, timestamp, trigger_label
 from .stats import preview
@@ -96,7 +96,7 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> None:
         table=s.table, rows=i18n.rows(s.total_rows), oldest=timestamp(s.oldest), newest=timestamp(s.newest))]
     if s.table_bytes is not None:
         lines.append(_("size on disk: {size}").format(size=human_bytes(s.table_bytes)))
-    lines += [f"  {b.label:>12}: {count(b.rows)}" for b in s.buckets]
+    lines += [f"  {_(b.label):>12}: {count(b.rows)}" for b in s.buckets]
     lines += [_("warning: {text}").format(text=w) for w in s.warnings]
     _print(args, s, "\n".join(lines))
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cache
 from io import BytesIO
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -39,7 +39,7 @@ _language: ContextVar[str | None] = ContextVar("language", default=None)
 _zone: ContextVar[str | None] = ContextVar("zone", default=None)
 
 
-@lru_cache(maxsize=None)
+@cache
 def translations(language: str) -> gettext.NullTranslations:
     """The compiled catalog of ``language`` (English: the message ids themselves)."""
     po = LOCALE_DIR / language / "LC_MESSAGES" / "messages.po"

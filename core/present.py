@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from .i18n import N_, _, ngettext, number, rows, time_text
+from .i18n import N_, _, ngettext, number, time_text
 from .models import RunResult, RunStatus
 
 # Said of every failed run: the invariant the batch protocol guarantees (docs/design.md).

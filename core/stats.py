@@ -13,6 +13,7 @@ from . import fast_stats
 from .config import Settings
 from .db import TableInfo, check_connection, describe_table, index_warning, qualified, quote
 from .dependents import skip_referenced_sql, table_dependents
+from .i18n import N_
 from .models import BucketCount, DayCount, Preview, Stats, utcnow
 from .partition_layout import plan_partitions
 from .shape import cutoff_value, ts_to_utc
@@ -20,7 +21,8 @@ from .timefmt import as_utc, cutoff_for_days, detect_sqlite_format, resolve_cuto
 
 log = logging.getLogger(__name__)
 
-BUCKETS = ((0, 7, "< 7 days"), (7, 30, "7–30 days"), (30, 90, "30–90 days"), (90, None, "> 90 days"))
+# Labels are JSON values (stable English); front ends translate them with i18n._ when shown.
+BUCKETS = ((0, 7, N_("< 7 days")), (7, 30, N_("7–30 days")), (30, 90, N_("30–90 days")), (90, None, N_("> 90 days")))
 
 
 class _Q:

@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from core import RetentionError, Settings, restore_backup, verify_backup
+from core.i18n import _, ngettext
 from core.models import BackupInfo
 from core.present import count, human_bytes, human_duration, timestamp
 from ui import downloads
@@ -22,32 +23,37 @@ def _confirm_restore(settings: Settings) -> None:
         return
     try:
         r = restore_backup(settings, name)
-        st.session_state[RESTORE_DONE] = (
-            "success", f"Restored {count(r.rows_restored)} rows of {name} into {r.table}; "
-            f"{count(r.rows_skipped)} were already present and skipped ({human_duration(r.duration_s)}).")
+        st.session_state[RESTORE_DONE] = ("success", ngettext(
+            "Restored {n} row of {name} into {table}; {skipped} were already present and skipped ({duration}).",
+            "Restored {n} rows of {name} into {table}; {skipped} were already present and skipped ({duration}).",
+            r.rows_restored).format(n=count(r.rows_restored), name=name, table=r.table, skipped=count(r.rows_skipped),
+                                    duration=human_duration(r.duration_s)))
     except RetentionError as exc:
-        st.session_state[RESTORE_DONE] = ("error", f"Restore refused, the table is unchanged: {exc.one_line()}")
+        st.session_state[RESTORE_DONE] = ("error", _("Restore refused, the table is unchanged: {error}").format(
+            error=exc.one_line()))
     clear_caches()
 
 
-@st.dialog("Restore backup", width="medium")
+@st.dialog(_("Restore backup"), width="medium")
 def restore_dialog(settings: Settings, b: BackupInfo) -> None:
     if not st.session_state.get(RESTORE):
         st.rerun()
-    st.markdown(f"Put the **{count(b.rows)} rows** of `{Path(b.file).name}` back in **{settings.table}**. "
-                "The backup is verified first; rows whose primary key is already in the table are skipped. "
-                "All or nothing: on any error the table is unchanged.")
+    st.markdown(ngettext(
+        "Put the **{n} row** of `{file}` back in **{table}**.", "Put the **{n} rows** of `{file}` back in **{table}**.",
+        b.rows or 0).format(n=count(b.rows), file=Path(b.file).name, table=settings.table) + " " + _(
+        "The backup is verified first; rows whose primary key is already in the table are skipped. "
+        "All or nothing: on any error the table is unchanged."))
     left, right = st.columns(2)
-    left.button(f"Restore {count(b.rows)} rows", type="primary", key="confirm_restore",
-                on_click=_confirm_restore, args=(settings,), width="stretch")
-    right.button("Cancel", key="cancel_restore", on_click=lambda: st.session_state.pop(RESTORE, None),
+    left.button(ngettext("Restore {n} row", "Restore {n} rows", b.rows or 0).format(n=count(b.rows)), type="primary",
+                key="confirm_restore", on_click=_confirm_restore, args=(settings,), width="stretch")
+    right.button(_("Cancel"), key="cancel_restore", on_click=lambda: st.session_state.pop(RESTORE, None),
                  width="stretch")
 
 
 settings = settings_or_stop()
-st.title("Backups")
-st.caption(f"Files in `{settings.backup_dir}`, newest first. Each one is a gzip-compressed CSV with a manifest "
-           "(row count, SHA-256) beside it.")
+st.title(_("Backups"))
+st.caption(_("Files in `{dir}`, newest first. Each one is a gzip-compressed CSV with a manifest (row count, SHA-256) "
+             "beside it.").format(dir=settings.backup_dir))
 
 outcome = st.session_state.pop(RESTORE_DONE, None)
 if outcome:
@@ -56,65 +62,69 @@ if outcome:
 try:
     backups = cached_backups(settings)
 except (RetentionError, OSError) as exc:
-    st.error(exc.one_line() if isinstance(exc, RetentionError) else f"Cannot list {settings.backup_dir}: {exc}")
+    st.error(exc.one_line() if isinstance(exc, RetentionError)
+             else _("Cannot list {dir}: {error}").format(dir=settings.backup_dir, error=exc))
     st.stop()
 if not backups:
-    st.info("No backups yet: a cleanup that archives rows writes one here.", icon=":material/inventory_2:")
+    st.info(_("No backups yet: a cleanup that archives rows writes one here."), icon=":material/inventory_2:")
     st.stop()
 
 table = pd.DataFrame(
     {
-        "file": [Path(b.file).name for b in backups],
-        "rows": [b.rows for b in backups],
-        "cutoff": [timestamp(b.cutoff, seconds=False) for b in backups],
-        "created": [timestamp(b.created_at, seconds=False) for b in backups],
-        "size": [human_bytes(b.size_bytes) for b in backups],
+        _("file"): [Path(b.file).name for b in backups],
+        _("rows"): [b.rows for b in backups],
+        _("cutoff"): [timestamp(b.cutoff, seconds=False) for b in backups],
+        _("created"): [timestamp(b.created_at, seconds=False) for b in backups],
+        _("size"): [human_bytes(b.size_bytes) for b in backups],
         "sha256": [b.sha256 for b in backups],
-        "oldest row": [timestamp(b.min_timestamp, seconds=False) for b in backups],
-        "newest row": [timestamp(b.max_timestamp, seconds=False) for b in backups],
-        **({"error": [b.error or "" for b in backups]} if any(b.error for b in backups) else {}),
+        _("oldest row"): [timestamp(b.min_timestamp, seconds=False) for b in backups],
+        _("newest row"): [timestamp(b.max_timestamp, seconds=False) for b in backups],
+        **({_("error"): [b.error or "" for b in backups]} if any(b.error for b in backups) else {}),
     }
 )
 st.dataframe(table, hide_index=True, width="stretch",
-             column_config={"rows": st.column_config.NumberColumn(format="localized"),
+             column_config={_("rows"): st.column_config.NumberColumn(format="localized"),
                             "sha256": st.column_config.TextColumn(width="medium")})
 
 names = [Path(b.file).name for b in backups]
-name = st.selectbox("Backup", names, key="backup_name")
+name = st.selectbox(_("Backup"), names, key="backup_name")
 b = backups[names.index(name)]
-st.caption(f"{count(b.rows)} rows · created {timestamp(b.created_at, seconds=False)} · cutoff {timestamp(b.cutoff, seconds=False)} · "
-           f"run {b.run_id or '—'}")
+st.caption(_("{rows} · created {created} · cutoff {cutoff} · run {run}").format(
+    rows=ngettext("{n} row", "{n} rows", b.rows or 0).format(n=count(b.rows)),
+    created=timestamp(b.created_at, seconds=False), cutoff=timestamp(b.cutoff, seconds=False), run=b.run_id or "—"))
 
 c1, c2, c3, c4 = st.columns(4)
 if downloads.streamed_available():
-    c1.link_button("Download backup", downloads.link(name, "backup"), icon=":material/download:", width="stretch")
-    c2.link_button("Download for spreadsheets", downloads.link(name, "spreadsheet"), icon=":material/table:",
+    c1.link_button(_("Download backup"), downloads.link(name, "backup"), icon=":material/download:", width="stretch")
+    c2.link_button(_("Download for spreadsheets"), downloads.link(name, "spreadsheet"), icon=":material/table:",
                    width="stretch")
 else:
-    c1.download_button("Download backup", partial(downloads.read_backup, settings, name), file_name=name,
+    c1.download_button(_("Download backup"), partial(downloads.read_backup, settings, name), file_name=name,
                        mime="application/gzip", key="download_backup", icon=":material/download:",
                        on_click="ignore", width="stretch")
-    c2.download_button("Download for spreadsheets", partial(downloads.read_spreadsheet, settings, name),
+    c2.download_button(_("Download for spreadsheets"), partial(downloads.read_spreadsheet, settings, name),
                        file_name=downloads.spreadsheet_name(name), mime="text/csv", key="download_spreadsheet",
                        icon=":material/table:", on_click="ignore", width="stretch")
-verify = c3.button("Verify", key="verify_backup", icon=":material/verified:", width="stretch")
-if c4.button("Restore…", key="restore_backup", icon=":material/settings_backup_restore:", width="stretch"):
+verify = c3.button(_("Verify"), key="verify_backup", icon=":material/verified:", width="stretch")
+if c4.button(_("Restore…"), key="restore_backup", icon=":material/settings_backup_restore:", width="stretch"):
     st.session_state[RESTORE] = name
     restore_dialog(settings, b)
-st.caption("The spreadsheet-safe copy is plain CSV with cells starting with = + - @, tab or CR prefixed by an "
-           "apostrophe, so Excel does not run them as formulas. The backup file itself is never changed.")
+st.caption(_("The spreadsheet-safe copy is plain CSV with cells starting with = + - @, tab or CR prefixed by an "
+             "apostrophe, so Excel does not run them as formulas. The backup file itself is never changed."))
 
 if verify:
     try:
-        with st.spinner(f"Reading {name}…"):
+        with st.spinner(_("Reading {name}…").format(name=name)):
             v = verify_backup(settings, name)
     except RetentionError as exc:
         st.error(exc.one_line(), icon=":material/error:")
     else:
         if v.ok:
-            st.success(f"{name} verifies: {count(v.rows)} rows, SHA-256 matches the manifest.",
-                       icon=":material/verified:")
+            st.success(ngettext("{name} verifies: {n} row, SHA-256 matches the manifest.",
+                                "{name} verifies: {n} rows, SHA-256 matches the manifest.", v.rows or 0).format(
+                name=name, n=count(v.rows)), icon=":material/verified:")
         else:
-            st.error(f"{name} does not match its manifest: {v.problem} (file: {count(v.rows)} rows, "
-                     f"sha256 {v.sha256[:16]}…; manifest: {count(v.expected_rows)} rows, "
-                     f"sha256 {v.expected_sha256[:16]}…).", icon=":material/gpp_bad:")
+            st.error(_("{name} does not match its manifest: {problem} (file: {rows} rows, sha256 {sha}…; manifest: "
+                       "{expected} rows, sha256 {expected_sha}…).").format(
+                name=name, problem=v.problem, rows=count(v.rows), sha=v.sha256[:16], expected=count(v.expected_rows),
+                expected_sha=v.expected_sha256[:16]), icon=":material/gpp_bad:")

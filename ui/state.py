@@ -16,7 +16,7 @@ from typing import Any
 
 import streamlit as st
 
-from core import RetentionError, Settings
+from core import RetentionError, Settings, i18n
 from core.config import ENV_FILE, ENV_NAMES, load_dashboard_settings, read_sources
 
 
@@ -74,12 +74,22 @@ def settings_or_stop() -> Settings:
         require_access()  # shows the sign-in form and stops
         st.stop()
     try:
-        return get_settings()
+        return apply_locale(get_settings())
     except RetentionError as exc:
         st.error(exc.one_line(), icon=":material/settings_alert:")
-        st.caption("Fix the setting in `.env`, the environment or `.streamlit/secrets.toml`, then reload.")
+        st.caption(i18n._("Fix the setting in `.env`, the environment or `.streamlit/secrets.toml`, then reload."))
         st.stop()
         raise  # unreachable: st.stop() raises
+
+
+ZONE_KEY = "display_zone"
+
+
+def apply_locale(settings: Settings) -> Settings:
+    """Texts of this script run in APP_LANGUAGE; times in the session's zone (sidebar) or DISPLAY_TIMEZONE."""
+    i18n.set_current(language=settings.app_language,
+                     zone=st.session_state.get(ZONE_KEY) or settings.display_timezone)
+    return settings
 
 
 def raw_password() -> str | None:
