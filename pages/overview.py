@@ -65,7 +65,7 @@ bars = (
     alt.Chart(days)
     .mark_bar(cornerRadiusTopLeft=2, cornerRadiusTopRight=2)
     .encode(
-        x=alt.X("utcyearmonthdate(day):T", title=None, scale=x_scale, axis=alt.Axis(format="%b %d", labelAngle=0)),
+        x=alt.X("utcyearmonthdate(day):T", title=None, scale=x_scale, axis=alt.Axis(format=_("%b %d"), labelAngle=0)),
         y=alt.Y("rows:Q", title=_("rows per day")),
         color=alt.Color("side:N", title=None, scale=alt.Scale(domain=[OLDER, KEPT], range=["#e4572e", "#4c78a8"]),
                         legend=alt.Legend(orient="top")),

@@ -70,6 +70,10 @@ def settings_or_stop() -> Settings:
     """
     from .access import require_access, session_allowed
 
+    try:
+        apply_locale(get_settings())  # the sign-in form speaks the configured language too
+    except RetentionError:
+        pass  # reported below, once the session is in
     if not session_allowed():
         require_access()  # shows the sign-in form and stops
         st.stop()
