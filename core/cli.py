@@ -57,7 +57,7 @@ def _run_text(r: RunResult) -> str:
     if r.recovered_runs:
         lines.append(_("recovered: interrupted runs {runs}").format(runs=", ".join(r.recovered_runs)))
     lines += [_("note:      {note}").format(note=n) for n in r.notes]
-    detail = f" ({r.notification_detail})" if r.notification_detail and r.notification != "sent" else ""
+    detail = f" ({_(r.notification_detail)})" if r.notification_detail and r.notification != "sent" else ""
     lines.append(_("run:       {run} in {duration}; Slack: {slack}{detail}").format(
         run=r.run_id, duration=human_duration(r.duration_s), slack=NotifyStatus(r.notification).label, detail=detail))
     return "\n".join(lines)
@@ -161,7 +161,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> None:
-    r = backup.restore_backup(settings, args.file, allow_unsigned=args.allow_unsigned)
+    r = backup.restore_backup(settings, args.file, allow_unsigned=args.allow_unsigned,
+                              force_other_source=args.force_other_source)
     _print(args, r, ngettext("restored {n} row into {table}; {skipped} already present",
                              "restored {n} rows into {table}; {skipped} already present", r.rows_restored).format(
         n=count(r.rows_restored), table=r.table, skipped=count(r.rows_skipped)))
@@ -257,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--allow-unsigned", action="store_true",
                    help="with BACKUP_SIGNING_KEY set, accept a manifest without a signature (an older backup)")
+    p.add_argument("--force-other-source", action="store_true",
+                   help="insert a backup of another database or table (its manifest's source) anyway")
     command("expire-backups", cmd_expire_backups, "delete backups older than BACKUP_RETENTION_DAYS everywhere"
             ).add_argument("--dry-run", action="store_true", help="list what would be deleted; change nothing")
     command("history", cmd_history, "past runs, newest first").add_argument(

@@ -24,6 +24,7 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     INTERRUPTED = "interrupted"
     EXPIRED = "expired"  # not a cleanup: a backup deleted everywhere under BACKUP_RETENTION_DAYS
+    RESTORED = "restored"  # not a cleanup: a backup's rows put back (rows_matched: rows restored)
 
     @property
     def label(self) -> str:
@@ -43,6 +44,7 @@ _RUN_LABELS = {
     RunStatus.FAILED: N_("❌ failed"),
     RunStatus.INTERRUPTED: N_("⚠️ interrupted"),
     RunStatus.EXPIRED: N_("🗑️ backup expired"),
+    RunStatus.RESTORED: N_("♻️ restored"),
 }
 
 
@@ -217,6 +219,7 @@ class BackupInfo:
     error: str | None = None  # the manifest or file could not be read: this entry is only its name and why
     # where it lives: {"kind": "local" | "store", "where": path or s3:// URL, "verified": bool}
     locations: tuple[dict[str, Any], ...] = ()
+    source: dict[str, Any] | None = None  # the manifest's source: dialect, database, schema, table (v2)
 
     @property
     def name(self) -> str:

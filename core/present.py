@@ -84,6 +84,7 @@ _HEADLINES = {
     RunStatus.INTERRUPTED: N_("⚠️ Log cleanup interrupted"),
     RunStatus.RUNNING: N_("⏳ Log cleanup running"),
     RunStatus.EXPIRED: N_("🗑️ Backup expired"),
+    RunStatus.RESTORED: N_("♻️ Backup restored"),
 }
 
 
@@ -133,6 +134,10 @@ def lead_sentence(r: RunResult) -> str:
             error=r.error or _("unknown error"), guarantee=no_unbacked_delete(), deleted=deleted_before_stop(r), **v)
     if status is RunStatus.RUNNING:
         return _("A cleanup of {table} older than {cutoff} is running.").format(**v)
+    if status is RunStatus.RESTORED:
+        return ngettext("Restored {n} row into {table}; {skipped} already present.",
+                        "Restored {n} rows into {table}; {skipped} already present.", r.rows_matched).format(
+            n=count(r.rows_matched), table=r.table, skipped=count(r.rows_skipped))
     return f"{status.label}: {r.table}" + (f": {r.error}" if r.error else "")
 
 

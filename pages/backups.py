@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from core import RetentionError, Settings, restore_backup, verify_backup
+from core.backup.source import current_source, describe_source, same_source
 from core.i18n import _, ngettext
 from core.models import BackupInfo
 from core.present import count, human_bytes, human_duration, timestamp
@@ -22,7 +23,7 @@ def _confirm_restore(settings: Settings) -> None:
     if not name:
         return
     try:
-        r = restore_backup(settings, name)
+        r = restore_backup(settings, name, trigger="dashboard")
         st.session_state[RESTORE_DONE] = ("success", ngettext(
             "Restored {n} row of {name} into {table}; {skipped} were already present and skipped ({duration}).",
             "Restored {n} rows of {name} into {table}; {skipped} were already present and skipped ({duration}).",
@@ -68,6 +69,23 @@ except (RetentionError, OSError) as exc:
 if not backups:
     st.info(_("No backups yet: a cleanup that archives rows writes one here."), icon=":material/inventory_2:")
     st.stop()
+try:
+    here = current_source(settings)
+except RetentionError as exc:
+    st.error(exc.one_line(), icon=":material/error:")
+    st.stop()
+others = [b for b in backups if not b.error and not same_source(b.source, here)]
+if others:
+    show_others = st.toggle(ngettext("Show {n} backup of other databases or tables",
+                                     "Show {n} backups of other databases or tables", len(others)).format(
+        n=len(others)), key="backups_other_sources", help=_(
+        "Backups whose manifest names another database or table (e.g. another console sharing this folder). "
+        "Restoring one here is refused; the command line can force it (restore --force-other-source)."))
+    if not show_others:
+        backups = [b for b in backups if b not in others]
+    if not backups:
+        st.info(_("No backup of {source} yet.").format(source=describe_source(here)), icon=":material/inventory_2:")
+        st.stop()
 
 table = pd.DataFrame(
     {
@@ -77,6 +95,7 @@ table = pd.DataFrame(
         _("created"): [timestamp(b.created_at, seconds=False) for b in backups],
         _("size"): [human_bytes(b.size_bytes) for b in backups],
         "sha256": [b.sha256 for b in backups],
+        _("source"): [_("this table") if same_source(b.source, here) else describe_source(b.source) for b in backups],
         _("oldest row"): [timestamp(b.min_timestamp, seconds=False) for b in backups],
         _("newest row"): [timestamp(b.max_timestamp, seconds=False) for b in backups],
         **({_("error"): [b.error or "" for b in backups]} if any(b.error for b in backups) else {}),

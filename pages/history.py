@@ -52,10 +52,12 @@ st.caption(ngettext("The last {n} run of {table}, newest first (of {total}).",
                     "The last {n} runs of {table}, newest first (of {total}).", len(runs)).format(
     n=len(runs), table=settings.table, total=shown))
 
-chart = pd.DataFrame({"started": [r.started_at for r in runs], "rows": [r.rows_deleted for r in runs],
-                      "seconds": [r.duration_s or 0.0 for r in runs], "status": [status_label(r) for r in runs],
-                      "when": [timestamp(r.started_at) for r in runs]})
-base = alt.Chart(chart).encode(x=alt.X("started:T", title=None), tooltip=[
+chart = pd.DataFrame({"started": [r.started_at for r in reversed(runs)], "rows": [r.rows_deleted for r in reversed(runs)],
+                      "seconds": [r.duration_s or 0.0 for r in reversed(runs)],
+                      "status": [status_label(r) for r in reversed(runs)],
+                      "when": [timestamp(r.started_at, seconds=False) for r in reversed(runs)]})
+base = alt.Chart(chart).encode(x=alt.X("when:O", title=None, sort=None, axis=alt.Axis(labelAngle=-30, labelLimit=90,
+                                                                                      labelOverlap=True)), tooltip=[
     alt.Tooltip("when:N", title=_("started")), alt.Tooltip("status:N", title=_("status")),
     alt.Tooltip("rows:Q", title=_("rows deleted"), format=","), alt.Tooltip("seconds:Q", title=_("seconds"),
                                                                             format=".1f")])
@@ -104,7 +106,7 @@ for r in failed + [r for r in unreported if r not in failed]:
         if r.error:
             st.markdown(_("**Error:** {error}").format(error=r.error))
         st.markdown(f"**Slack:** {NotifyStatus(r.notification).label}"
-                    + (f" — {r.notification_detail}" if r.notification_detail else ""))
+                    + (f" — {_(r.notification_detail)}" if r.notification_detail else ""))
         st.markdown(_("**Rows deleted:** {n} · **backup:** `{file}`").format(n=count(r.rows_deleted),
                                                                          file=fmt.file_name(r.backup_file))
                     + (f" · **sha256:** `{r.sha256}`" if r.sha256 else ""))

@@ -101,7 +101,7 @@ def show_summary(job: TrackedRun) -> None:
         st.markdown("**SHA-256:**")
         st.code(r.sha256 or "—", language=None)
     slack = _("**Slack report:** {status}").format(status=NotifyStatus(r.notification).label) + (
-        f" — {r.notification_detail}" if r.notification_detail else "")
+        f" — {_(r.notification_detail)}" if r.notification_detail else "")
     if r.notification == NotifyStatus.FAILED:
         st.warning(slack + "\n\n" + _("The cleanup itself is complete; the failure is recorded in History."),
                    icon=":material/notifications_off:")

@@ -26,7 +26,7 @@ def sidebar_connection() -> None:
         settings = apply_locale(get_settings())
     except RetentionError:
         return  # each page shows the setting error itself
-    st.sidebar.caption(_("**{table}** on `{url}`").format(table=settings.table, url=settings.database_url_masked))
+    st.sidebar.caption(_("**{table}** · `{url}`").format(table=settings.table, url=settings.database_url_masked))
     zones = list(dict.fromkeys((settings.display_timezone, *ZONES)))
     st.sidebar.selectbox(_("Time zone"), zones, key=ZONE_KEY, help=_(
         "Times on every page are shown in this zone (this browser session only; DISPLAY_TIMEZONE is {zone})."

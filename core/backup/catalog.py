@@ -93,7 +93,7 @@ def _listed(manifest: Path, data: Path) -> BackupInfo:
     return BackupInfo(
         file=str(data), manifest_file=str(manifest), table=m["table"], rows=m["rows"],
         cutoff=parse_db_timestamp(m.get("cutoff")), created_at=parse_db_timestamp(m.get("created_at")),
-        size_bytes=st.st_size, sha256=m["sha256"], run_id=m.get("run_id"),
+        size_bytes=st.st_size, sha256=m["sha256"], run_id=m.get("run_id"), source=m.get("source"),
         min_timestamp=parse_db_timestamp(m.get("min_timestamp")),
         max_timestamp=parse_db_timestamp(m.get("max_timestamp")),
         locations=({"kind": "local", "where": str(data), "verified": st.st_size == m.get("size_bytes", st.st_size)},),

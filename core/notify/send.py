@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 _CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{6,}$")  # names are lower case, so never match
 _MAX_PAGES = 200  # conversations.list pages of 200 channels
-_NOT_CONFIGURED = "Slack is not configured"
+_NOT_CONFIGURED = i18n.N_("Slack is not configured")  # details are stored in English, shown translated
 
 _channel_ids: dict[tuple[str, str, str], str] = {}  # (API base, token hash, name) -> ID
 _channel_lock = threading.Lock()
@@ -70,13 +70,13 @@ def notify_run(
     """
     try:
         if result.status == RunStatus.DRY_RUN:
-            return NotifyOutcome(NotifyStatus.SKIPPED, "dry run: no report is sent")
+            return NotifyOutcome(NotifyStatus.SKIPPED, i18n.N_("dry run: no report is sent"))
         if (
             result.status == RunStatus.NOTHING_TO_DO
             and not (recovered or result.recovered_runs)
             and not settings.slack_notify_nothing_to_do
         ):
-            return NotifyOutcome(NotifyStatus.SKIPPED, "nothing to do, and SLACK_NOTIFY_NOTHING_TO_DO is off")
+            return NotifyOutcome(NotifyStatus.SKIPPED, i18n.N_("nothing to do, and SLACK_NOTIFY_NOTHING_TO_DO is off"))
         if not (settings.slack_bot_token or settings.slack_webhook_url):
             return NotifyOutcome(NotifyStatus.SKIPPED, _NOT_CONFIGURED)
         report = _Report(settings)
