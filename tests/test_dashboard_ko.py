@@ -10,7 +10,10 @@ from core import demo_data, list_history, load_settings, run_cleanup
 from core.config import Settings
 from core.i18n import translations
 from core.models import RunStatus
-from tests.test_dashboard import PAGES, app_env, signed_in, texts  # noqa: F401 (app_env is a fixture)
+from tests import test_dashboard as dash
+from tests.test_dashboard import PAGES, signed_in, texts
+
+app_env = dash.app_env  # the same fixture as the English dashboard tests
 
 KO = {"APP_LANGUAGE": "ko", "DISPLAY_TIMEZONE": "Asia/Seoul"}
 t = translations("ko").gettext
