@@ -11,6 +11,7 @@ from core.i18n import _, ngettext
 from core.present import count, human_bytes, timestamp
 from ui import fmt
 from ui.data import cached_stats, clear_caches
+from ui.live import running_banner
 from ui.state import settings_or_stop
 
 settings = settings_or_stop()
@@ -23,6 +24,7 @@ except RetentionError as exc:
     st.error(exc.one_line(), icon=":material/error:")
     st.stop()
 
+running_banner(settings)
 for warning in s.warnings:
     st.warning(warning, icon=":material/speed:")
 

@@ -10,9 +10,10 @@ from core import RetentionError, Settings, cleanup_running, preview
 from core.i18n import _, ngettext
 from core.models import NotifyStatus, RunStatus
 from core.present import count, human_bytes, human_duration, lead_sentence, timestamp
-from core.runs import TrackedRun
+from core.runs import TrackedRun, registry
 from ui import fmt, jobs
 from ui.data import clear_caches
+from ui.live import follow_other_process, needs_typed_confirmation
 from ui.state import settings_or_stop
 from ui.widgets import cutoff_picker
 
@@ -30,7 +31,7 @@ def _cancel() -> None:
     st.session_state.pop(PENDING, None)
 
 
-@st.dialog(_("Confirm cleanup"), width="medium")
+@st.dialog(_("Confirm cleanup"), width="medium", on_dismiss=_cancel)
 def confirm_dialog(settings: Settings) -> None:
     pending = st.session_state.get(PENDING)
     if not pending:  # confirmed or cancelled: close the dialog with a full rerun
@@ -52,8 +53,16 @@ def confirm_dialog(settings: Settings) -> None:
             + " " + (_("The report goes to Slack.") if slack else _("Slack is not configured: no report is sent.")))
         label = ngettext("Archive and delete {rows} row", "Archive and delete {rows} rows", pending["rows"]
                          ).format(rows=rows)
+    typed_ok = True
+    why = None if pending["dry_run"] else needs_typed_confirmation(pending)
+    if why:
+        st.warning(why, icon=":material/warning:")
+        typed = st.text_input(_("Type the table name {table} to confirm").format(table=pending["table"]),
+                              key="confirm_table_name")
+        typed_ok = typed.strip() == pending["table"]
     left, right = st.columns(2)
-    left.button(label, type="primary", key="confirm_run", on_click=_confirm, args=(settings,), width="stretch")
+    left.button(label, type="primary", key="confirm_run", on_click=_confirm, args=(settings,), width="stretch",
+                disabled=not typed_ok)
     right.button(_("Cancel"), key="cancel_run", on_click=_cancel, width="stretch")
 
 
@@ -115,6 +124,9 @@ def show_summary(job: TrackedRun) -> None:
 
 settings = settings_or_stop()
 st.title(_("Run Cleanup"))
+followed = st.session_state.pop("followed_summary", None)
+if followed:  # the cleanup another process ran while this page watched it
+    st.info(_("The cleanup that was running has finished.") + " " + followed, icon=":material/task_alt:")
 
 job = st.session_state.get(JOB)
 if job is not None:
@@ -136,13 +148,15 @@ try:
 except RetentionError as exc:
     st.error(exc.one_line(), icon=":material/error:")
     st.stop()
+attached = [other for other in registry.running() if other.run_id != getattr(job, "run_id", None)]
+if busy and attached:  # a run of this process (any tab, any trigger): follow it live, then show its summary
+    st.session_state[JOB] = attached[0]
+    st.rerun()
 if busy:
     st.warning(_("A cleanup of {table} is running right now (started from the command line, the HTTP trigger or "
                  "another browser). This page will not start another until it has finished.").format(
         table=settings.table), icon=":material/lock_clock:")
-    for other in jobs.running_jobs():
-        st.progress(other.fraction, text=_("Dashboard run {run}: {progress}").format(run=other.run_id[:8],
-                                                                                   progress=_label(other)))
+    follow_other_process(settings)
     st.button(_("Check again"), key="check_again", icon=":material/refresh:")
     st.stop()
 
@@ -162,5 +176,7 @@ for warning in p.warnings:
     st.warning(warning, icon=":material/warning:")
 if st.button(_("Run Cleanup"), type="primary", key="run_cleanup", icon=":material/delete_sweep:",
              disabled=bool(p.refusal) and not dry_run, help=p.refusal):
-    st.session_state[PENDING] = {"cutoff": p.cutoff, "rows": p.rows_to_delete, "dry_run": dry_run, "table": p.table}
+    st.session_state[PENDING] = {"cutoff": p.cutoff, "rows": p.rows_to_delete, "dry_run": dry_run, "table": p.table,
+                                 "total": p.total_rows, "newest": p.newest}
+if st.session_state.get(PENDING):  # stays open while the table name is typed, until confirmed or cancelled
     confirm_dialog(settings)

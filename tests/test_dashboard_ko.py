@@ -74,3 +74,50 @@ def test_a_restore_from_the_dashboard_is_in_history(demo_settings: Settings, app
     assert len(restores) == 1 and restores[0].rows_matched == r.rows_deleted and restores[0].trigger == "dashboard"
     at.switch_page("pages/history.py").run()
     assert "♻️ 복원됨" in texts(at)
+
+
+def test_a_cutoff_removing_most_of_the_table_needs_the_table_name_typed(demo_settings: Settings, app_env):
+    app_env(demo_settings)
+    at = signed_in()
+    at.switch_page("pages/run_cleanup.py").run()
+    at.number_input(key="cutoff_days").set_value(0).run()
+    at.button(key="run_cleanup").click().run()
+    assert "100 %" in at.warning[0].value
+    assert at.button(key="confirm_run").disabled
+    at.text_input(key="confirm_table_name").input("wrong_table").run()
+    assert at.button(key="confirm_run").disabled
+    at.text_input(key="confirm_table_name").input(demo_settings.table).run()
+    assert not at.button(key="confirm_run").disabled
+    assert not list_history(demo_settings)  # nothing ran before the confirmation
+    at.button(key="confirm_run").click().run()
+    assert list_history(demo_settings)[0].rows_deleted == 600
+
+
+def test_the_usual_cutoff_needs_no_typed_confirmation(demo_settings: Settings, app_env):
+    app_env(demo_settings)
+    at = signed_in()
+    at.switch_page("pages/run_cleanup.py").run()
+    at.button(key="run_cleanup").click().run()
+    assert not [w for w in at.text_input if w.key == "confirm_table_name"]
+    assert not at.button(key="confirm_run").disabled
+
+
+def test_overview_shows_a_banner_while_a_cleanup_holds_the_lock(demo_settings: Settings, app_env):
+    from core.db import SqliteFileLock, get_engine, lock_key, pg_try_lock
+
+    app_env(demo_settings, **KO)
+    if get_engine(demo_settings).dialect.name == "sqlite":
+        lock = SqliteFileLock(demo_settings)
+        lock.acquire()
+        release = lock.release
+    else:
+        raw = get_engine(demo_settings).raw_connection()
+        assert pg_try_lock(raw.driver_connection, lock_key(demo_settings))
+        release = raw.invalidate
+    try:
+        at = signed_in()
+        assert any("정리가 실행 중입니다" in i.value for i in at.info), [i.value for i in at.info]
+    finally:
+        release()
+    at = signed_in()
+    assert not any("정리가 실행 중입니다" in i.value for i in at.info)
