@@ -11,7 +11,7 @@ from core.i18n import _, ngettext
 from core.present import count, human_bytes, timestamp
 from ui import fmt
 from ui.data import cached_stats, clear_caches
-from ui.live import running_banner
+from ui.live import offer_demo_data, running_banner
 from ui.state import settings_or_stop
 
 settings = settings_or_stop()
@@ -22,6 +22,8 @@ try:
     s = cached_stats(settings)
 except RetentionError as exc:
     st.error(exc.one_line(), icon=":material/error:")
+    if "no such table" in exc.one_line():
+        offer_demo_data(settings)
     st.stop()
 
 running_banner(settings)

@@ -121,3 +121,13 @@ def test_overview_shows_a_banner_while_a_cleanup_holds_the_lock(demo_settings: S
         release()
     at = signed_in()
     assert not any("정리가 실행 중입니다" in i.value for i in at.info)
+
+
+def test_without_the_table_overview_explains_and_creates_demo_data_after_confirmation(settings: Settings, app_env):
+    app_env(settings)
+    at = signed_in()
+    assert "no such table" in at.error[0].value and "demo-data" in at.error[0].value
+    assert at.button(key="demo_data").disabled  # not without the confirmation
+    at.checkbox(key="demo_confirm").check().run()
+    at.button(key="demo_data").click().run()
+    assert not at.error and next(m.value for m in at.metric if m.label == "Total rows") == "5,000"

@@ -80,3 +80,21 @@ def running_banner(settings: Settings) -> None:
     st.info(_("A cleanup of {table} is running: the counts below may change until it ends.").format(
         table=settings.table) + (" " + done if done else ""), icon=":material/sync:")
     st.page_link("pages/run_cleanup.py", label=_("Follow it on Run Cleanup"), icon=":material/arrow_forward:")
+
+
+def offer_demo_data(settings: Settings) -> None:
+    """No table yet: say what the tool needs, and create the table with demo rows after a confirmation."""
+    from core import demo_data
+
+    from .data import clear_caches
+
+    st.info(_("The table {table} does not exist in this database yet. Point LOG_TABLE and DATABASE_URL at your "
+              "log table, or create it here with 5,000 demo chat rows over 90 days to try the tool.").format(
+        table=settings.table), icon=":material/lightbulb:")
+    sure = st.checkbox(_("Yes, create {table} with demo rows in this database").format(table=settings.table),
+                       key="demo_confirm")
+    if st.button(_("Create demo data"), key="demo_data", disabled=not sure, icon=":material/add_circle:"):
+        with st.spinner(_("Creating demo rows…")):
+            demo_data(settings, rows=5000, days=90)
+        clear_caches()
+        st.rerun()
