@@ -94,11 +94,11 @@ table = pd.DataFrame(
         _("cutoff"): [timestamp(b.cutoff, seconds=False) for b in backups],
         _("created"): [timestamp(b.created_at, seconds=False) for b in backups],
         _("size"): [human_bytes(b.size_bytes) for b in backups],
-        "sha256": [b.sha256 for b in backups],
         _("source"): [_("this table") if same_source(b.source, here) else describe_source(b.source) for b in backups],
         _("oldest row"): [timestamp(b.min_timestamp, seconds=False) for b in backups],
         _("newest row"): [timestamp(b.max_timestamp, seconds=False) for b in backups],
         **({_("error"): [b.error or "" for b in backups]} if any(b.error for b in backups) else {}),
+        "sha256": [b.sha256 for b in backups],
     }
 )
 st.dataframe(table, hide_index=True, width="stretch",

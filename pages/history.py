@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from core import RetentionError, list_history
+from core import i18n
 from core.i18n import _, ngettext
 from core.models import NotifyStatus, RunStatus
 from core.present import count, human_duration, status_label, timestamp, trigger_label
@@ -55,8 +56,9 @@ st.caption(ngettext("The last {n} run of {table}, newest first (of {total}).",
 chart = pd.DataFrame({"started": [r.started_at for r in reversed(runs)], "rows": [r.rows_deleted for r in reversed(runs)],
                       "seconds": [r.duration_s or 0.0 for r in reversed(runs)],
                       "status": [status_label(r) for r in reversed(runs)],
-                      "when": [timestamp(r.started_at, seconds=False) for r in reversed(runs)]})
-base = alt.Chart(chart).encode(x=alt.X("when:O", title=None, sort=None, axis=alt.Axis(labelAngle=-30, labelLimit=90,
+                      "when": [timestamp(r.started_at, seconds=False) for r in reversed(runs)],
+                      "label": [i18n.to_display(r.started_at).strftime("%m-%d %H:%M") for r in reversed(runs)]})
+base = alt.Chart(chart).encode(x=alt.X("label:O", title=None, sort=None, axis=alt.Axis(labelAngle=-30, labelLimit=90,
                                                                                       labelOverlap=True)), tooltip=[
     alt.Tooltip("when:N", title=_("started")), alt.Tooltip("status:N", title=_("status")),
     alt.Tooltip("rows:Q", title=_("rows deleted"), format=","), alt.Tooltip("seconds:Q", title=_("seconds"),

@@ -313,7 +313,8 @@ def test_streamed_download_route_serves_only_signed_links(demo_settings: Setting
     assert headers["cache-control"] == "no-store"
 
     status, body, _ = get(downloads.link(name, "spreadsheet"))
-    assert status == 200 and body.startswith(b"id,")
+    assert status == 200 and body.startswith(b"\xef\xbb\xbfid,")  # UTF-8 BOM: Excel reads Korean as UTF-8
+    assert body.decode("utf-8-sig").startswith("id,")
 
     good = downloads.link(name, "backup")
     q = {k: v[0] for k, v in parse_qs(urlsplit(good).query).items()}

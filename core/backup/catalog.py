@@ -137,10 +137,12 @@ def iter_spreadsheet_safe(settings: Settings, name: str | Path) -> Iterator[byte
     """Stream the backup as plain CSV with formula-like cells neutralised for Excel.
 
     Cells starting with = + - @, tab or CR get a leading apostrophe. The backup file
-    itself is not changed. Raises BackupNotFound, BadManifest, BackupReadError (BackupTooLarge over
-    the limits its manifest's rows allow).
+    itself is not changed. The stream starts with a UTF-8 byte-order mark, so that Excel reads
+    Korean text as UTF-8 rather than the system code page. Raises BackupNotFound, BadManifest,
+    BackupReadError (BackupTooLarge over the limits its manifest's rows allow).
     """
     path = resolve_backup(settings, name)
+    yield b"\xef\xbb\xbf"
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
     for record in iter_records(path, limits=ReadLimits.for_rows(manifest_of(path)["rows"])):
