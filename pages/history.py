@@ -4,8 +4,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core import RetentionError, list_history
-from core import i18n
+from core import RetentionError, i18n, list_history
 from core.i18n import _, ngettext
 from core.models import NotifyStatus, RunStatus
 from core.present import count, human_duration, status_label, timestamp, trigger_label
