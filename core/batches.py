@@ -117,16 +117,19 @@ class Batcher:
         the file is cut back unless the COMMIT itself failed (its outcome is then
         unknown, and recovery reads the journal to decide).
         """
+        last = ""
         for attempt in range(1, RETRIES + 1):
             try:
                 done = self._batch(writer, after, journal)
-            except BatchConflict as exc:
+            except BatchConflict as exc:  # a concurrent change, a deadlock, or lock_timeout
                 log.warning("batch after key %s met a concurrent change (%s); retry %d", after, exc, attempt)
+                last = str(exc)
                 time.sleep(0.05 * attempt)
                 continue
             writer.member_committed()  # committed (or nothing begun): the next batch's failure must not cut it
             return done
-        raise BatchConflict(f"a batch met concurrent changes {RETRIES} times in a row; stopped safely")
+        raise BatchConflict(f"a batch met concurrent changes or locks {RETRIES} times in a row ({last}); "
+                            "stopped safely")
 
     def _where(self, after: Any, hi: Any | None) -> tuple[str, list[Any]]:
         """The batch predicate: older than the cutoff, keys in (after, hi or the run's upper key]."""

@@ -139,3 +139,9 @@ def min_length(chars: int) -> Check:
             raise BadSetting(env, None, f"is shorter than {chars} characters; generate one with {GENERATE_SECRET}")
 
     return check
+
+
+def check_ms(env: str, value: float | None) -> None:
+    """A duration in milliseconds: 0 or more, at most a day (unset: None)."""
+    if value is not None and not 0 <= value <= 86_400_000:
+        raise BadSetting(env, value, "must be 0 or more (and at most a day)")

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from . import history
+from . import history, pacing, space
 from .backup.deflate import codec_for
 from .backup.expiry import expire_after_run
 from .backup.finish import remove_partial
@@ -76,6 +76,7 @@ class CleanupRequest:
     batch_size: int | None = None
     trigger: Trigger | str = Trigger.CLI
     progress: Progress | None = None
+    max_runtime_s: float | None = None  # run --max-runtime: stop between batches, status partial
 
 
 def run_cleanup(
@@ -97,9 +98,14 @@ def run_cleanup(
     when another cleanup of the table runs. Failures after the run started are
     returned as a RunResult with status ``failed`` (recorded in history).
     """
-    run = plan_run(settings, CleanupRequest(cutoff=cutoff, retention_days=retention_days, dry_run=dry_run,
-                                            notify=notify, batch_size=batch_size, trigger=trigger,
-                                            progress=progress))
+    return run_request(settings, request=CleanupRequest(
+        cutoff=cutoff, retention_days=retention_days, dry_run=dry_run, notify=notify, batch_size=batch_size,
+        trigger=trigger, progress=progress))
+
+
+def run_request(settings: Settings, *, request: CleanupRequest) -> RunResult:
+    """:func:`run_cleanup` for a whole CleanupRequest (``run --max-runtime`` among its options)."""
+    run = plan_run(settings, request)
     return run.count_only() if run.dry_run else run.execute(run.take_lock())
 
 
@@ -131,7 +137,8 @@ def plan_run(settings: Settings, request: CleanupRequest) -> Run:
                started=started, t0=t0, batch_size=request.batch_size or settings.batch_size,
                backup_file=final, partial_file=partial, manifest_file=manifest, dry_run=request.dry_run,
                notify=request.notify, progress=request.progress, identity=table_identity(settings, engine),
-               dependents=dependents)
+               dependents=dependents,
+               max_runtime_s=request.max_runtime_s)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,6 +170,7 @@ class Run:
         refusal = self.dependents.refusal(allow_delete_triggers=allow)
         found = (f"a cleanup would be refused: {refusal}",) if refusal else ()
         return found + run_notes(self.dependents, allow_delete_triggers=allow)
+    max_runtime_s: float | None = None
 
     @property
     def table(self) -> str:
@@ -245,8 +253,11 @@ class Run:
                                        quote(self.engine, self.info.timestamp_column), full=True)
             return SqliteBatcher(conn.dbapi, self.info, cutoff=self.cutoff, batch_size=self.batch_size,
                                  engine=self.engine, fmt=fmt, skip=self._skip()), fmt
-        return PostgresBatcher(conn.dbapi, self.info, cutoff=self.cutoff, batch_size=self.batch_size,
-                               engine=self.engine, reader=_second_connection(conn), skip=self._skip()), None
+        batcher = PostgresBatcher(conn.dbapi, self.info, cutoff=self.cutoff, batch_size=self.batch_size,
+                                  engine=self.engine, reader=_second_connection(conn), skip=self._skip())
+        pacing.set_lock_timeout([c for c in (conn.dbapi, batcher.reader) if c is not None],
+                                self.settings.lock_timeout_ms)
+        return batcher, None
 
     def _skip(self) -> str:
         return skip_referenced_sql(self.dependents, table=qualified(self.engine, self.info.schema, self.info.name),
@@ -271,6 +282,9 @@ class Run:
             rows_skipped=batcher.skipped, notes="\n".join(self.notes) or None,
         )
         journal = Journal(self.run_id)
+        pacer = pacing.Pacer.for_run(self.settings, batch_size=self.batch_size, engine=self.engine,
+                                     max_runtime_s=self.max_runtime_s)
+        before = space.measure_quietly(self.engine, self.info)
         writer: MemberWriter | None = None
         try:
             with map_exceptions():
@@ -281,10 +295,10 @@ class Run:
                 dropped = dropper.run(self.cutoff, writer, journal) if dropper else []
                 if dropper:
                     total = journal.rows + batcher.count()
-                self._batches(batcher, writer, journal, total)
+                pacing.run_batches(batcher, writer, journal, total=total, pacer=pacer, progress=self.progress)
                 writer.close()
-                if journal.rows == 0:  # the rows went away between the count and the batches
-                    return self._nothing_left()
+                if journal.rows == 0:  # the rows went away between the count and the batches (or no time)
+                    return self._nothing_left(pacer.stop_reason)
                 fields = build_manifest(
                     self.info, run_id=self.run_id, cutoff=self.cutoff, span=(journal.min_ts, journal.max_ts),
                     deflate=codec_for(self.settings.gzip_level).library, sqlite_format=fmt, settings=self.settings,
@@ -307,30 +321,25 @@ class Run:
         finished, scan = utcnow(), done.scan
         where = dict(backup_file=done.data and str(done.data), manifest_file=done.manifest and str(done.manifest),
                      backup_url=done.url)
+        status = RunStatus.PARTIAL if pacer.stop_reason else RunStatus.SUCCESS
         history.update_run(
-            self.engine, self.info.schema, self.run_id, status=RunStatus.SUCCESS, finished_at=finished,
+            self.engine, self.info.schema, self.run_id, status=status, finished_at=finished, error=pacer.stop_reason,
             rows_archived=journal.rows, rows_deleted=journal.rows, sha256=scan.sha256,
             backup_bytes=scan.size_bytes, partial_file=None, **where,
         )
         log.info("archived and deleted %d rows of %s; backup %s (sha256 %s)", journal.rows, self.table,
                  done.url or self.backup_file.name, scan.sha256[:12])
-        return self.result(RunStatus.SUCCESS, rows=journal.rows, sha256=scan.sha256, backup_bytes=scan.size_bytes,
-                           finished_at=finished, rows_skipped=batcher.skipped, partitions=tuple(dropped), **where)
+        result = self.result(status, rows=journal.rows, sha256=scan.sha256, backup_bytes=scan.size_bytes,
+                             finished_at=finished, rows_skipped=batcher.skipped, partitions=tuple(dropped),
+                             error=pacer.stop_reason, **where)
+        return space.with_space(result, before, engine=self.engine, info=self.info, settings=self.settings)
 
-    def _batches(self, batcher: Any, writer: MemberWriter, journal: Journal, total: int) -> None:
-        if self.progress:
-            self.progress(0, total)
-        while (done := batcher.run_batch(writer, journal.last_key, journal)) is not None:
-            journal.add(done)
-            log.info("batch %d: archived and deleted %d rows (%d so far)", journal.batches, done.rows, journal.rows)
-            if self.progress:
-                self.progress(journal.rows, max(total, journal.rows))
-
-    def _nothing_left(self) -> RunResult:
+    def _nothing_left(self, stopped: str | None = None) -> RunResult:
+        status = RunStatus.PARTIAL if stopped else RunStatus.NOTHING_TO_DO
         remove_partial(self.partial_file)
-        history.update_run(self.engine, self.info.schema, self.run_id, status=RunStatus.NOTHING_TO_DO,
+        history.update_run(self.engine, self.info.schema, self.run_id, status=status, error=stopped,
                            finished_at=utcnow(), backup_file=None, manifest_file=None, partial_file=None)
-        return self.result(RunStatus.NOTHING_TO_DO)
+        return self.result(status, error=stopped)
 
     def fail(self, message: str) -> RunResult:
         """Record a failed run, finishing the backup of whatever batches did commit.

@@ -18,13 +18,22 @@ import sys
 import traceback
 from typing import Any, Sequence
 
-from . import backup, cleanup, demo, i18n, notify
+from . import backup, cleanup, demo, i18n, multirun, notify, policies
 from .config import SPECS, Settings, load_settings
-from .errors import CleanupFailed, RetentionError
+from .errors import BadSetting, CleanupFailed, RetentionError
 from .i18n import _, ngettext
 from .masking import install_log_redaction, redact
-from .models import NotifyStatus, RunResult, RunStatus, to_jsonable
-from .present import count, human_bytes, human_duration, lead_sentence, status_label, timestamp, trigger_label
+from .models import NotifyStatus, PoliciesResult, RunResult, RunStatus, to_jsonable
+from .present import (
+    count,
+    human_bytes,
+    human_duration,
+    lead_sentence,
+    space_sentence,
+    status_label,
+    timestamp,
+    trigger_label,
+)
 from .stats import preview
 from .stats import stats as table_stats
 
@@ -54,6 +63,8 @@ def _run_text(r: RunResult) -> str:
     if r.backup_file:
         lines.append(_("backup:    {file} ({size}, sha256 {sha256})").format(
             file=r.backup_file, size=human_bytes(r.backup_bytes), sha256=r.sha256))
+    if space_sentence(r):
+        lines.append(_("space:     {text}").format(text=space_sentence(r)))
     if r.recovered_runs:
         lines.append(_("recovered: interrupted runs {runs}").format(runs=", ".join(r.recovered_runs)))
     lines += [_("note:      {note}").format(note=n) for n in r.notes]
@@ -116,16 +127,45 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> None:
     """The cleanup. Quiet on success when stdout is not a terminal (cron mails only failures)."""
     if args.allow_delete_triggers:
         settings = settings.with_overrides(allow_delete_triggers=True)
-    r = cleanup.run_cleanup(
-        settings, cutoff=args.cutoff, retention_days=args.retention_days, dry_run=args.dry_run,
+    max_runtime_s = None if args.max_runtime is None else 60 * args.max_runtime
+    if args.all:
+        return _run_all(args, settings, max_runtime_s)
+    r = cleanup.run_request(settings, request=cleanup.CleanupRequest(
+        cutoff=args.cutoff, retention_days=args.retention_days, dry_run=args.dry_run,
         notify=not args.no_notify, batch_size=args.batch_size, trigger=args.trigger,
-        progress=None if args.json else _progress_bar(),
-    )
+        progress=None if args.json else _progress_bar(), max_runtime_s=max_runtime_s,
+    ))
     if r.status == RunStatus.FAILED:
         _print(args, r, "")
         raise CleanupFailed(f"cleanup of {r.table} failed: {r.error} (run {r.run_id})", run_id=r.run_id)
     quiet = not (args.verbose or sys.stdout.isatty())
     _print(args, r, "" if quiet else _run_text(r))
+
+
+def _run_all(args: argparse.Namespace, settings: Settings, max_runtime_s: float | None) -> None:
+    """``run --all``: every policy in turn; exits 1 when one failed, 3 when one was locked (and none failed)."""
+    if args.cutoff or args.retention_days is not None or args.batch_size:
+        raise BadSetting("--all", None, "takes each policy's retention and batch size; drop --cutoff, "
+                         "--retention-days and --batch-size")
+    request = cleanup.CleanupRequest(dry_run=args.dry_run, notify=not args.no_notify, trigger=args.trigger,
+                                     max_runtime_s=max_runtime_s)
+    result = multirun.run_policies(settings, request)
+    if args.json:
+        sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+    elif args.verbose or sys.stdout.isatty() or result.exit_code:
+        sys.stdout.write("\n".join(f"{p.table}: {lead_sentence(p.result) if p.result else p.error}"
+                                   for p in result.runs) + "\n")
+    if result.exit_code:
+        raise PoliciesFailed(result)
+
+
+class PoliciesFailed(RetentionError):
+    """``run --all`` where a policy failed (exit 1) or was locked by another cleanup (exit 3)."""
+
+    def __init__(self, result: PoliciesResult) -> None:
+        self.exit_code = result.exit_code
+        bad = [f"{p.table} ({p.status})" for p in result.runs if p.status in ("failed", "locked")]
+        super().__init__(f"{len(bad)} of {len(result.runs)} policies did not finish: {', '.join(bad)}")
 
 
 def cmd_backups(args: argparse.Namespace, settings: Settings) -> None:
@@ -228,6 +268,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--max-runtime must be a number of minutes, not {text!r}") from None
+    if not 0 < value <= 7 * 24 * 60:
+        raise argparse.ArgumentTypeError(f"--max-runtime must be more than 0 and at most a week, not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = _Parser(prog="python -m core", description="Archive, delete and report old log rows safely.")
@@ -251,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-delete-triggers", action="store_true",
                    help="let user DELETE triggers/rules on the table fire (CLEANUP_ALLOW_DELETE_TRIGGERS)")
     p.add_argument("--batch-size", type=_positive, metavar="N", help="rows per delete transaction")
+    p.add_argument("--all", action="store_true", help="every policy of RETENTION_POLICIES_FILE, in turn")
+    p.add_argument("--max-runtime", type=_minutes, metavar="MINUTES",
+                   help="stop between batches after this long (status partial; the next run continues)")
     p.add_argument("--trigger", default="cli", choices=["cli", "http", "dashboard"], help=argparse.SUPPRESS)
     command("backups", cmd_backups, "list backups")
     command("verify", cmd_verify, "check a backup against its manifest").add_argument("file")
@@ -271,7 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> Settings:
     """Settings from .env (``--env-file``) and the environment, overridden by the flags given."""
     overrides = {name: getattr(args, name) for name, spec in SPECS.items() if spec.flag}
-    return load_settings(overrides, env_file=args.env_file)
+    settings = load_settings(overrides, env_file=args.env_file)
+    if settings.policies_file:  # checked before any command runs; --table NAME picks that policy's settings
+        settings = policies.settings_for_table(settings, settings.table)
+        if args.timestamp_column:
+            settings = settings.with_overrides(timestamp_column=args.timestamp_column)
+    return settings
 
 
 def _configure_logging(args: argparse.Namespace) -> None:

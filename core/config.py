@@ -32,13 +32,17 @@ from .checks import (
     check_dependents,
     check_identifier,
     check_language,
+    check_ms,
     check_not_empty,
     check_table,
     check_timeout,
     check_zone,
     min_length,
+    to_float,
+    to_int,
     to_text,
 )
+from .envfile import read_env_file
 from .errors import BadSetting
 from .masking import mask_url, remember, url_secrets
 from .storeconf import check_backup_days, check_bool, check_store
@@ -66,12 +70,13 @@ class SettingSpec:
 
 
 def setting(env: str, default: Any, help: str, *, check: Check | None = None, secret: bool = False,  # noqa: A002
-            mask: Callable[[str], str] | None = None, flag: str | None = None) -> Any:
+            mask: Callable[[str], str] | None = None, flag: str | None = None, parse: Parser | None = None) -> Any:
     """Declare one setting: a dataclass field carrying its :class:`SettingSpec`.
 
-    The parser follows the default's type (bool, int, float, else text).
+    The parser follows the default's type (bool, int, float, else text) unless ``parse`` is given.
     """
-    spec = SettingSpec(env=env, help=help, parse=PARSER_BY_TYPE.get(type(default), to_text), check=check,
+    parse = parse or PARSER_BY_TYPE.get(type(default), to_text)
+    spec = SettingSpec(env=env, help=help, parse=parse, check=check,
                        secret=secret, mask=mask, flag=flag)
     return field(default=default, repr=not (secret or mask), metadata={"setting": spec})
 
@@ -143,6 +148,19 @@ class Settings:
     trusted_hosts: str | None = setting(
         "TRUSTED_HOSTS", None, "host names besides loopback the dashboard serves without a password "
         "(comma-separated; behind a reverse proxy)")
+    policies_file: str | None = setting(
+        "RETENTION_POLICIES_FILE", None, "TOML file of [[policy]] entries (several tables); unset: none is read")
+    pause_ms: int = setting("CLEANUP_PAUSE_MS", 0, "pause between batches, in milliseconds", check=check_ms)
+    batch_target_ms: int | None = setting(
+        "CLEANUP_BATCH_TARGET_MS", None, "time target of one batch transaction; the batch size adapts",
+        check=check_ms, parse=to_int)
+    max_replica_lag_s: float | None = setting(
+        "CLEANUP_MAX_REPLICA_LAG_S", None, "PostgreSQL: pause while a replica lags more than this",
+        check=check_ms, parse=to_float)
+    lock_timeout_ms: int | None = setting(
+        "CLEANUP_LOCK_TIMEOUT_MS", None, "PostgreSQL: lock_timeout of the cleanup's own statements",
+        check=check_ms, parse=to_int)
+    vacuum: bool = setting("CLEANUP_VACUUM", False, "VACUUM (ANALYZE) the table after a cleanup (SQLite: VACUUM)")
 
     @property
     def table_parts(self) -> tuple[str | None, str]:
@@ -176,28 +194,6 @@ class Settings:
 SPECS: dict[str, SettingSpec] = {f.name: f.metadata["setting"] for f in fields(Settings)}  # by field name, in field order
 ENV_NAMES: dict[str, str] = {name: spec.env for name, spec in SPECS.items()}
 SECRET_FIELDS = frozenset(name for name, spec in SPECS.items() if spec.secret)
-
-
-def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Parse a ``.env`` file: KEY=VALUE lines, optional ``export``, quotes, # comments. {} if missing."""
-    p = Path(path)
-    if not p.is_file():
-        return {}
-    out: dict[str, str] = {}
-    for raw in p.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        if line.startswith("export "):
-            line = line[len("export ") :].lstrip()
-        key, value = line.split("=", 1)
-        key, value = key.strip(), value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        out[key] = value
-    return out
 
 
 def read_secrets_files(paths: Iterable[str | os.PathLike[str]]) -> dict[str, Any]:

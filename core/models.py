@@ -25,6 +25,7 @@ class RunStatus(StrEnum):
     INTERRUPTED = "interrupted"
     EXPIRED = "expired"  # not a cleanup: a backup deleted everywhere under BACKUP_RETENTION_DAYS
     RESTORED = "restored"  # not a cleanup: a backup's rows put back (rows_matched: rows restored)
+    PARTIAL = "partial"  # stopped at --max-runtime (or a lock timeout); what it deleted is final
 
     @property
     def label(self) -> str:
@@ -45,6 +46,7 @@ _RUN_LABELS = {
     RunStatus.INTERRUPTED: N_("⚠️ interrupted"),
     RunStatus.EXPIRED: N_("🗑️ backup expired"),
     RunStatus.RESTORED: N_("♻️ restored"),
+    RunStatus.PARTIAL: N_("⏸️ partial"),
 }
 
 
@@ -199,6 +201,12 @@ class RunResult:
     awaiting_recovery: bool = False
     backup_url: str | None = None  # the stored object (BACKUP_STORE), or None
     partitions: tuple[PartitionDrop, ...] = ()  # dropped whole instead of deleted (core/partitions.py)
+    # Space (core.space): PostgreSQL pg_total_relation_size and n_dead_tup; SQLite the file and its free pages.
+    table_bytes_before: int | None = None
+    table_bytes_after: int | None = None
+    dead_tuples: int | None = None
+    free_bytes: int | None = None
+    vacuumed: bool | None = None  # None: not asked (CLEANUP_VACUUM); False: asked, but it failed (see the log)
 
 
 @dataclass(frozen=True)
@@ -255,3 +263,50 @@ class DemoDataResult:
     oldest: datetime | None = None
     newest: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PolicyRun:
+    """One policy's part of ``run --all``: its RunResult, or why it did not run (locked, or an error)."""
+
+    table: str
+    result: RunResult | None
+    error: str | None = None
+    locked: bool = False  # another cleanup of the table held its lock; nothing was changed
+
+    @property
+    def status(self) -> str:
+        if self.result is not None:
+            return RunStatus(self.result.status).value
+        return "locked" if self.locked else RunStatus.FAILED.value
+
+    def to_json(self) -> dict[str, Any]:
+        """The run JSON (as ``run --json`` prints it), or a stub with ``status`` locked or failed."""
+        if self.result is not None:
+            return to_jsonable(self.result)
+        return {"run_id": None, "table": self.table, "status": self.status, "error": self.error}
+
+
+@dataclass(frozen=True)
+class PoliciesResult:
+    """Every policy's run, in policy order (``run --all``; the HTTP trigger's multi-policy job)."""
+
+    runs: tuple[PolicyRun, ...]
+
+    @property
+    def status(self) -> str:
+        """failed > locked > partial > success > nothing_to_do (or dry_run): the worst that happened."""
+        statuses = {r.status for r in self.runs}
+        for status in ("failed", "locked", "partial", "success", "dry_run"):
+            if status in statuses:
+                return status
+        return RunStatus.NOTHING_TO_DO.value
+
+    @property
+    def exit_code(self) -> int:
+        """0 every policy succeeded, had nothing to do (or stopped at --max-runtime); 1 any failed;
+        3 any was locked by another cleanup and none failed."""
+        return {"failed": 1, "locked": 3}.get(self.status, 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"runs": [r.to_json() for r in self.runs]}

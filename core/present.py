@@ -85,6 +85,7 @@ _HEADLINES = {
     RunStatus.RUNNING: N_("⏳ Log cleanup running"),
     RunStatus.EXPIRED: N_("🗑️ Backup expired"),
     RunStatus.RESTORED: N_("♻️ Backup restored"),
+    RunStatus.PARTIAL: N_("⏸️ Log cleanup stopped part-way"),
 }
 
 
@@ -132,6 +133,13 @@ def lead_sentence(r: RunResult) -> str:
     if status is RunStatus.FAILED:
         return _("The cleanup of {table} failed: {error}. {guarantee} {deleted}").format(
             error=r.error or _("unknown error"), guarantee=no_unbacked_delete(), deleted=deleted_before_stop(r), **v)
+    if status is RunStatus.PARTIAL:
+        return ngettext(
+            "Stopped part-way ({why}): archived {n} row of {table} older than {cutoff} to a verified backup and "
+            "deleted it; the next run continues.",
+            "Stopped part-way ({why}): archived {n} rows of {table} older than {cutoff} to a verified backup and "
+            "deleted them; the next run continues.", r.rows_archived,
+        ).format(why=r.error or _("out of time"), n=count(r.rows_archived), **v)
     if status is RunStatus.RUNNING:
         return _("A cleanup of {table} older than {cutoff} is running.").format(**v)
     if status is RunStatus.RESTORED:
@@ -174,3 +182,20 @@ def describe_run(r: RunResult) -> RunText:
         (_("Run"), r.run_id),
     ]
     return RunText(headline=_(_HEADLINES[RunStatus(r.status)]), lead=lead_sentence(r), facts=tuple(facts))
+
+
+def space_sentence(r: RunResult) -> str | None:
+    """The table's space around a run (PostgreSQL size and dead tuples; SQLite file and free pages)."""
+    if r.table_bytes_before is None and r.table_bytes_after is None:
+        return None
+    text = _("Size {before} before, {after} after").format(before=human_bytes(r.table_bytes_before),
+                                                           after=human_bytes(r.table_bytes_after))
+    if r.dead_tuples is not None:
+        text += "; " + ngettext("{n} dead tuple", "{n} dead tuples", r.dead_tuples).format(n=count(r.dead_tuples))
+    if r.free_bytes is not None:
+        text += "; " + _("{size} of free pages in the file").format(size=human_bytes(r.free_bytes))
+    if r.vacuumed is not None:
+        text += "; " + (_("VACUUM done") if r.vacuumed else _("VACUUM failed (see the log)"))
+    elif r.dead_tuples or r.free_bytes:
+        text += " " + _("(VACUUM, or CLEANUP_VACUUM=true, makes it reusable or gives it back)")
+    return text + "."

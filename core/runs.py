@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,8 +20,10 @@ from typing import Any
 
 from .cleanup import CleanupRequest, plan_run
 from .config import Settings
+from .db import LockedConnection
 from .errors import RetentionError
-from .models import RunResult, RunStatus, Trigger, to_jsonable, utcnow
+from .models import PoliciesResult, PolicyRun, RunResult, RunStatus, Trigger, to_jsonable, utcnow
+from .multirun import execute_policies, plan_policies
 
 log = logging.getLogger(__name__)
 
@@ -140,4 +143,59 @@ def start_cleanup(
 
     registry.add(tracked)
     threading.Thread(target=work, name=f"cleanup-{run.run_id[:8]}", daemon=True).start()
+    return tracked
+
+
+@dataclass
+class TrackedPolicies(TrackedRun):
+    """A job running every policy (or one) in turn; ``to_json`` is ``{"run_id", "status", "runs"}``."""
+
+    outcomes: list[PolicyRun] = field(default_factory=list)
+    final: PoliciesResult | None = None
+
+    def add(self, outcome: PolicyRun) -> None:
+        self.outcomes.append(outcome)
+
+    def to_json(self) -> dict[str, Any]:
+        runs = self.final.runs if self.final is not None else tuple(self.outcomes)
+        status = (self.final.status if self.final is not None else
+                  RunStatus.FAILED.value if self.error is not None else RunStatus.RUNNING.value)
+        out: dict[str, Any] = {"run_id": self.run_id, "status": status, "trigger": self.trigger.value,
+                               "started_at": to_jsonable(self.started_at), "runs": [r.to_json() for r in runs]}
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+def start_policies(settings: Settings, *, trigger: Trigger | str = Trigger.HTTP, only: str | None = None,
+                   notify: bool = True) -> TrackedPolicies:
+    """Every policy (or the one for table ``only``) in one background job; returns its tracker at once.
+
+    Plans every run and takes every table's lock in the caller's thread: a bad policy file
+    or table raises BadSetting, and a table whose cleanup is running raises LockHeld (the
+    locks taken so far are released), before anything ran. The job then runs them in turn.
+    """
+    runs = plan_policies(settings, CleanupRequest(notify=notify, trigger=trigger), only=only)
+    locks: dict[str, LockedConnection] = {}
+    try:
+        for run in runs:
+            locks[run.run_id] = run.take_lock()
+    except BaseException:
+        for conn in locks.values():
+            conn.close()
+        raise
+    tracked = TrackedPolicies(run_id=str(uuid.uuid4()), trigger=Trigger(trigger))
+
+    def work() -> None:
+        try:
+            tracked.final = execute_policies(settings, runs, notify=notify, locks=locks, on_result=tracked.add)
+            tracked.done.set()
+        except BaseException as exc:  # a bug: logged with its traceback
+            log.exception("background cleanup job %s crashed", tracked.run_id)
+            for conn in locks.values():
+                conn.close()
+            tracked.finish(exc)
+
+    registry.add(tracked)
+    threading.Thread(target=work, name=f"cleanup-{tracked.run_id[:8]}", daemon=True).start()
     return tracked

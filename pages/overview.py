@@ -9,6 +9,7 @@ import streamlit as st
 from core import RetentionError
 from core.i18n import _, ngettext
 from core.present import count, human_bytes, timestamp
+from core.space import EXPLANATION as SPACE_EXPLANATION
 from ui import fmt
 from ui.data import cached_stats, clear_caches
 from ui.live import offer_demo_data, running_banner
@@ -48,6 +49,9 @@ c4.metric(
     help=_("Table, indexes and TOAST (pg_total_relation_size).") if s.table_bytes is not None
     else _("Shown on PostgreSQL only."),
 )
+
+with st.expander(_("Deleted rows and disk space: when does the space come back?"), icon=":material/storage:"):
+    st.markdown(_(SPACE_EXPLANATION))
 
 if not s.total_rows:
     st.info(_("{table} is empty: there is nothing to clean up.").format(table=s.table), icon=":material/inbox:")

@@ -9,7 +9,7 @@ import streamlit as st
 from core import RetentionError, Settings, cleanup_running, preview
 from core.i18n import _, ngettext
 from core.models import NotifyStatus, RunStatus
-from core.present import count, human_bytes, human_duration, lead_sentence, timestamp
+from core.present import count, human_bytes, human_duration, lead_sentence, space_sentence, timestamp
 from core.runs import TrackedRun, registry
 from ui import fmt, jobs
 from ui.data import clear_caches
@@ -23,6 +23,8 @@ JOB, PENDING, CACHES_CLEARED = "cleanup_job", "pending_run", "caches_cleared_for
 def _confirm(settings: Settings) -> None:
     pending = st.session_state.pop(PENDING, None)
     if pending:
+        if pending.get("vacuum"):
+            settings = settings.with_overrides(vacuum=True)
         st.session_state[JOB] = jobs.start(settings, cutoff=pending["cutoff"], dry_run=pending["dry_run"],
                                            rows_expected=pending["rows"])
 
@@ -90,6 +92,8 @@ def show_summary(job: TrackedRun) -> None:
         st.success(_("Cleanup finished.") + " " + lead_sentence(r), icon=":material/check_circle:")
     elif r.status == RunStatus.DRY_RUN:
         st.info(_("Dry run finished.") + " " + lead_sentence(r), icon=":material/search:")
+    elif r.status == RunStatus.PARTIAL:
+        st.warning(lead_sentence(r), icon=":material/pause_circle:")
     elif r.status == RunStatus.NOTHING_TO_DO:
         st.info(lead_sentence(r), icon=":material/check:")
     else:
@@ -109,6 +113,8 @@ def show_summary(job: TrackedRun) -> None:
                                                                   size=human_bytes(r.backup_bytes)))
         st.markdown("**SHA-256:**")
         st.code(r.sha256 or "—", language=None)
+    if space_sentence(r):
+        st.caption(_("**Space:** {text}").format(text=space_sentence(r)))
     slack = _("**Slack report:** {status}").format(status=NotifyStatus(r.notification).label) + (
         f" — {_(r.notification_detail)}" if r.notification_detail else "")
     if r.notification == NotifyStatus.FAILED:
@@ -162,6 +168,11 @@ if busy:
 
 choice = cutoff_picker(settings)
 dry_run = st.toggle(_("Dry run: count only, write and delete nothing"), key="dry_run")
+vacuum = st.checkbox(_("VACUUM the table afterwards") + (_(" (CLEANUP_VACUUM is on)") if settings.vacuum else ""),
+                     value=settings.vacuum, key="vacuum", disabled=dry_run,
+                     help=_("PostgreSQL: VACUUM (ANALYZE) marks the deleted rows' space reusable at once. SQLite: "
+                            "VACUUM rewrites the file to give free pages back (locks the database meanwhile). "
+                            "VACUUM FULL is never run by this console."))
 try:
     p = preview(settings, **choice)
 except RetentionError as exc:
@@ -177,6 +188,6 @@ for warning in p.warnings:
 if st.button(_("Run Cleanup"), type="primary", key="run_cleanup", icon=":material/delete_sweep:",
              disabled=bool(p.refusal) and not dry_run, help=p.refusal):
     st.session_state[PENDING] = {"cutoff": p.cutoff, "rows": p.rows_to_delete, "dry_run": dry_run, "table": p.table,
-                                 "total": p.total_rows, "newest": p.newest}
+                                 "total": p.total_rows, "newest": p.newest, "vacuum": vacuum}
 if st.session_state.get(PENDING):  # stays open while the table name is typed, until confirmed or cancelled
     confirm_dialog(settings)

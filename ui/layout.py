@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import RetentionError
-from core.i18n import _
+from core import RetentionError, Settings
+from core.i18n import _, ngettext
+from core.policies import policies_of
 
-from .state import ZONE_KEY, apply_locale, get_settings
+from .state import POLICY_KEY, ZONE_KEY, apply_locale, chosen_policy, get_settings
 
 ZONES = ("UTC", "Asia/Seoul", "Asia/Tokyo", "Europe/London", "America/New_York", "America/Los_Angeles")
 
@@ -20,10 +21,25 @@ def page_config() -> None:
         pass  # each page shows the setting error itself
 
 
+def table_selector(settings: Settings) -> None:
+    """The policy (table) every page works on, kept in session state; only with RETENTION_POLICIES_FILE."""
+    policies = policies_of(settings)
+    tables = [p.table for p in policies]
+    if st.session_state.get(POLICY_KEY) not in tables:
+        st.session_state[POLICY_KEY] = settings.table if settings.table in tables else tables[0]
+    days = {p.table: p.retention_days for p in policies}
+    st.sidebar.selectbox(_("Table"), tables, key=POLICY_KEY, format_func=lambda t: ngettext(
+        "{table} ({n} day)", "{table} ({n} days)", days[t]).format(table=t, n=days[t]), help=_(
+        "The retention policies of {file}; every page uses the one chosen.").format(file=settings.policies_file))
+
+
 def sidebar_connection() -> None:
     """Which table of which database this dashboard works on (password masked)."""
     try:
         settings = apply_locale(get_settings())
+        if settings.policies_file:
+            table_selector(settings)
+            settings = chosen_policy(settings)
     except RetentionError:
         return  # each page shows the setting error itself
     st.sidebar.caption(_("**{table}** · `{url}`").format(table=settings.table, url=settings.database_url_masked))

@@ -18,6 +18,7 @@ import streamlit as st
 
 from core import RetentionError, Settings, i18n
 from core.config import ENV_FILE, ENV_NAMES, load_dashboard_settings, read_sources
+from core.policies import policies_of, settings_for_table
 
 
 def secrets_dict() -> dict[str, Any]:
@@ -78,7 +79,7 @@ def settings_or_stop() -> Settings:
         require_access()  # shows the sign-in form and stops
         st.stop()
     try:
-        return apply_locale(get_settings())
+        return apply_locale(chosen_policy(get_settings()))
     except RetentionError as exc:
         st.error(exc.one_line(), icon=":material/settings_alert:")
         st.caption(i18n._("Fix the setting in `.env`, the environment or `.streamlit/secrets.toml`, then reload."))
@@ -94,6 +95,21 @@ def apply_locale(settings: Settings) -> Settings:
     i18n.set_current(language=settings.app_language,
                      zone=st.session_state.get(ZONE_KEY) or settings.display_timezone)
     return settings
+
+
+POLICY_KEY = "policy_table"  # session state: the table chosen in the sidebar (with a policy file)
+
+
+def chosen_policy(settings: Settings) -> Settings:
+    """With RETENTION_POLICIES_FILE: the settings of the policy chosen in the sidebar (else the first
+    policy's, or LOG_TABLE's when a policy names it). Without one: ``settings``. Raises BadSetting."""
+    if not settings.policies_file:
+        return settings
+    tables = [p.table for p in policies_of(settings)]
+    chosen = st.session_state.get(POLICY_KEY)
+    if chosen not in tables:
+        chosen = settings.table if settings.table in tables else tables[0]
+    return settings_for_table(settings, chosen)
 
 
 def raw_password() -> str | None:

@@ -6,6 +6,9 @@ Served by the dashboard's own process (see ``server.py``). The interface:
   ``{"run_id", "status": "started"}``; 409 while a cleanup of the table runs anywhere
   (dashboard, CLI, another trigger: the core lock); 401 for a missing or wrong token;
   404 when no token is configured.
+- With ``RETENTION_POLICIES_FILE``: ``/run-cleanup`` runs every policy in one background job
+  (``?table=NAME``: that policy only; an unknown name is 404), 409 while any of their tables
+  is being cleaned; ``/runs/<job id>`` answers ``{"run_id", "status", "runs": [run JSON, …]}``.
 - ``GET /runs/<run_id>`` (same token) → the run as ``python -m core run --json`` prints it.
 - ``GET /healthz`` → 200 ``{"status": "ok"}``, no token, no database.
 
@@ -26,7 +29,7 @@ from starlette.responses import JSONResponse
 import core
 from core.config import load_dashboard_settings
 from core.models import Trigger, to_jsonable
-from core.runs import registry, start_cleanup
+from core.runs import registry, start_cleanup, start_policies
 from web import guard
 
 log = logging.getLogger(__name__)
@@ -131,8 +134,20 @@ def run_cleanup(request: Request) -> JSONResponse:
     settings = _guard(request)
     if isinstance(settings, JSONResponse):
         return settings
+    table = request.query_params.get("table")
     try:
-        run_id = start_cleanup(settings, trigger=Trigger.HTTP).run_id
+        if settings.policies_file:  # every policy in one job, or ?table=NAME's
+            run_id = start_policies(settings, trigger=Trigger.HTTP, only=table).run_id
+        elif table is not None and table != settings.table:
+            return _json(400, {"error": "?table= needs RETENTION_POLICIES_FILE; this server cleans "
+                                        f"{settings.table} only"})
+        else:
+            run_id = start_cleanup(settings, trigger=Trigger.HTTP).run_id
+    except core.BadSetting as exc:
+        if exc.name == "table":
+            return _json(404, {"error": exc.one_line()})
+        log.error("HTTP trigger: not started: %s", exc.one_line())
+        return _json(500, {"error": exc.one_line()})
     except core.RetentionError as exc:
         log.info("HTTP trigger from %s: not started: %s", _client(request), exc.one_line())
         return _error(exc)
