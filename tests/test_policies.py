@@ -155,7 +155,8 @@ def test_run_all_exits_3_when_a_table_is_locked_and_still_runs_the_others(two_ta
 
 def test_run_all_exits_1_when_a_policy_fails_at_run_time(two_tables):
     # A value that is not UTF-8 in an old row of the first table (SQLite) / a trigger that
-    # refuses the DELETE (PostgreSQL): the batch fails after the run started.
+    # refuses the DELETE (PostgreSQL; allowed to fire, else planning refuses the run): the batch
+    # fails after the run started.
     engine = get_engine(two_tables)
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
@@ -167,7 +168,7 @@ def test_run_all_exits_1_when_a_policy_fails_at_run_time(two_tables):
             conn.execute(text("CREATE TRIGGER refuse BEFORE DELETE ON conversation_log "
                               "FOR EACH STATEMENT EXECUTE FUNCTION no_delete()"))
     out = run_cli(two_tables, "run", "--all", "--json", "--no-notify",
-                  RETENTION_POLICIES_FILE=two_tables.policies_file)
+                  RETENTION_POLICIES_FILE=two_tables.policies_file, CLEANUP_ALLOW_DELETE_TRIGGERS="true")
     runs = json.loads(out.stdout)["runs"]
     assert out.returncode == 1, (out.stderr, runs)
     assert runs[0]["status"] == "failed" and runs[0]["error"]
