@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from . import fast_stats
+from .calibration import bytes_per_row
 from .config import Settings
 from .db import TableInfo, check_connection, describe_table, index_warning, qualified, quote
 from .dependents import skip_referenced_sql, table_dependents
@@ -119,10 +120,14 @@ def estimate_backup_bytes(
     settings: Settings, *, rows: int, engine: Engine | None = None, info: TableInfo | None = None,
     sample: int = 500,
 ) -> int:
-    """Rough size of the compressed backup of ``rows`` rows, from a sample's text length. Read-only."""
+    """Size of the compressed backup of ``rows`` rows: from past backups' bytes per row when there
+    are any (core.calibration), else from a sample's text length. Read-only."""
     if rows <= 0:
         return 0
     engine, info = _context(settings, engine, info)
+    per_row = bytes_per_row(settings, engine)
+    if per_row is not None:
+        return int(per_row * rows)
     with engine.connect() as conn:
         q = _Q(engine, conn, info)
         cols = [quote(engine, c) for c in info.column_names]

@@ -33,7 +33,8 @@ c1.metric(_("Rows to archive and delete"), count(p.rows_to_delete), border=True)
 c2.metric(_("Share of the table"), fmt.share(p.rows_to_delete, p.total_rows), border=True,
           help=ngettext("of {n} row", "of {n} rows", p.total_rows).format(n=count(p.total_rows)))
 c3.metric(_("Estimated backup size"), human_bytes(estimate), border=True,
-          help=_("gzip-compressed CSV; estimated from the average size of the oldest rows."))
+          help=_("gzip-compressed CSV; estimated from past backups' bytes per row, or before the first backup from "
+                 "the average size of the oldest rows."))
 c4, c5, c6 = st.columns(3)
 c4.metric(_("Oldest affected"), fmt.day(p.oldest), border=True, help=timestamp(p.oldest))
 c5.metric(_("Newest affected"), fmt.day(p.newest), border=True, help=timestamp(p.newest))

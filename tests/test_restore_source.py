@@ -51,3 +51,16 @@ def test_restore_into_its_own_table_is_recorded_in_history_with_rows_restored_an
     assert all(Path(r.backup_file).name in x.notes[0] and "@" in x.notes[0] for x in restores)
     hist = json.loads(cli(demo_settings, "history", "--json").stdout)["runs"]
     assert [h["status"] for h in hist[:3]] == ["restored", "restored", "success"]
+
+
+def test_backup_size_estimate_is_within_30_percent_once_runs_have_written_backups(settings):
+    from core import estimate_backup_bytes, preview
+
+    demo_data(settings, rows=3000, days=90, seed=9)
+    first = run_cleanup(settings, retention_days=60, notify=False)
+    assert first.rows_archived >= 100
+    rows = preview(settings, retention_days=20).rows_to_delete
+    estimate = estimate_backup_bytes(settings, rows=rows)
+    second = run_cleanup(settings, retention_days=20, notify=False)
+    assert second.rows_archived == rows
+    assert 0.7 * second.backup_bytes <= estimate <= 1.3 * second.backup_bytes, (estimate, second.backup_bytes)

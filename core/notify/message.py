@@ -35,6 +35,10 @@ _SLACK_HEADLINES = {RunStatus.FAILED: N_("🔴 Log cleanup FAILED")}
 _CODE_FACTS = (N_("Table"), N_("Run"))  # facts shown as code spans: names to copy
 
 
+# The status word of the fallback line: the stable value in English, a word in other languages.
+_STATUS_WORDS = (N_("success"), N_("nothing_to_do"), N_("dry_run"), N_("failed"), N_("interrupted"), N_("partial"))
+
+
 class BackupDelivery(StrEnum):
     """What happens to a run's backup file in its report."""
 
@@ -207,7 +211,7 @@ def _recovered_text(result: RunResult, recovered: Sequence[RunResult]) -> str | 
 def _fallback_text(result: RunResult, recovered: Sequence[RunResult]) -> str:
     """One plain line for notifications and clients that do not show blocks."""
     text = _("Log cleanup {status} on {table}: {lead}").format(
-        status=result.status, table=result.table, lead=present.lead_sentence(result))
+        status=_(str(result.status)), table=result.table, lead=present.lead_sentence(result))
     if result.backup_file and result.status != RunStatus.FAILED:
         prefix = present.checksum_prefix(result.sha256)
         text += " " + _("Backup {file}").format(file=PurePath(result.backup_file).name) + (
