@@ -77,11 +77,11 @@ st.dataframe(
             _("cutoff"): [timestamp(r.cutoff, seconds=False) for r in runs],
             _("rows"): [r.rows_matched if r.status == RunStatus.DRY_RUN else r.rows_deleted for r in runs],
             _("skipped"): [r.rows_skipped for r in runs],
-            _("backup"): [fmt.file_name(r.backup_file) for r in runs],
             _("duration"): [human_duration(r.duration_s) for r in runs],
             "Slack": [NotifyStatus(r.notification).label for r in runs],
             _("problem"): [r.error or (r.notification_detail if r.notification == NotifyStatus.FAILED else "")
                            or " · ".join(r.notes) for r in runs],
+            _("backup"): [fmt.file_name(r.backup_file) for r in runs],
             _("run id"): [r.run_id for r in runs],
         }
     ),

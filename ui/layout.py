@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from core import RetentionError, Settings
@@ -10,11 +12,12 @@ from core.policies import policies_of
 
 from .state import POLICY_KEY, ZONE_KEY, apply_locale, chosen_policy, get_settings
 
+FAVICON = Path(__file__).resolve().parent.parent / "static" / "favicon.png"  # served by Streamlit, never fetched
 ZONES = ("UTC", "Asia/Seoul", "Asia/Tokyo", "Europe/London", "America/New_York", "America/Los_Angeles")
 
 
 def page_config() -> None:
-    st.set_page_config(page_title="Log Retention Console", page_icon=":material/inventory_2:", layout="wide")
+    st.set_page_config(page_title="Log Retention Console", page_icon=str(FAVICON), layout="wide")
     try:
         apply_locale(get_settings())  # the access gate speaks the configured language too
     except RetentionError:

@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -139,6 +140,8 @@ def test_sign_in_preview_run_cleanup_and_download_the_verified_backup(server, la
         try:
             page = browser.new_page(viewport={"width": 1360, "height": 900}, accept_downloads=True)
             page.set_default_timeout(30_000)
+            hosts: set[str] = set()  # every host the page fetches from: nothing leaves this machine (favicon too)
+            page.on("request", lambda req: hosts.add(urlsplit(req.url).hostname or req.url.split(":", 1)[0]))
             # a fresh server, a deep link: still nothing but the sign-in form until the password is given
             page.goto(f"{base}/overview")
             password = page.get_by_label(t("Password"), exact=True)
@@ -211,5 +214,6 @@ def test_sign_in_preview_run_cleanup_and_download_the_verified_backup(server, la
             expect(page.get_by_text(t("**Connected to:** `{url}`").split("`")[0].strip("* "))).to_be_visible()
             assert PASSWORD not in page.content()
             shot("settings")
+            assert hosts <= {"localhost", "127.0.0.1", "data", "blob"}, hosts
         finally:
             browser.close()
