@@ -13,6 +13,7 @@ and the browser test opens such a deep link first.
 
 import streamlit as st
 
+from core.i18n import _
 from ui.access import require_access
 from ui.layout import page_config, sidebar_connection
 
@@ -22,11 +23,11 @@ sidebar_connection()
 
 st.navigation(
     [
-        st.Page("pages/overview.py", title="Overview", icon=":material/monitoring:", default=True),
-        st.Page("pages/preview.py", title="Preview", icon=":material/preview:"),
-        st.Page("pages/run_cleanup.py", title="Run Cleanup", icon=":material/delete_sweep:"),
-        st.Page("pages/backups.py", title="Backups", icon=":material/archive:"),
-        st.Page("pages/history.py", title="History", icon=":material/history:"),
-        st.Page("pages/settings.py", title="Settings", icon=":material/settings:"),
+        st.Page("pages/overview.py", title=_("Overview"), icon=":material/monitoring:", default=True),
+        st.Page("pages/preview.py", title=_("Preview"), icon=":material/preview:"),
+        st.Page("pages/run_cleanup.py", title=_("Run Cleanup"), icon=":material/delete_sweep:"),
+        st.Page("pages/backups.py", title=_("Backups"), icon=":material/archive:"),
+        st.Page("pages/history.py", title=_("History"), icon=":material/history:"),
+        st.Page("pages/settings.py", title=_("Settings"), icon=":material/settings:"),
     ]
 ).run()

@@ -120,6 +120,11 @@ def check_zone(env: str, zone: str | None) -> None:
         raise BadSetting(env, zone, "is not an IANA time zone name (e.g. Asia/Seoul, UTC)") from None
 
 
+def check_language(env: str, value: str) -> None:
+    if value not in ("en", "ko"):
+        raise BadSetting(env, value, "must be en or ko")
+
+
 def check_dependents(env: str, value: str) -> None:
     if value != "refuse":  # "archive" (dependents archived with their parents) is planned
         raise BadSetting(env, value, "archive is planned, not available yet; must be refuse"

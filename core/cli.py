@@ -18,12 +18,22 @@ import sys
 import traceback
 from typing import Any, Sequence
 
-from . import backup, cleanup, demo, multirun, notify, policies
+from . import backup, cleanup, demo, i18n, multirun, notify, policies
 from .config import SPECS, Settings, load_settings
 from .errors import BadSetting, CleanupFailed, RetentionError
+from .i18n import _, ngettext
 from .masking import install_log_redaction, redact
-from .models import PoliciesResult, RunResult, RunStatus, to_jsonable
-from .present import count, human_bytes, human_duration, lead_sentence, space_sentence, timestamp
+from .models import NotifyStatus, PoliciesResult, RunResult, RunStatus, to_jsonable
+from .present import (
+    count,
+    human_bytes,
+    human_duration,
+    lead_sentence,
+    space_sentence,
+    status_label,
+    timestamp,
+    trigger_label,
+)
 from .stats import preview
 from .stats import stats as table_stats
 
@@ -51,14 +61,16 @@ def _print(args: argparse.Namespace, payload: Any, human: str) -> None:
 def _run_text(r: RunResult) -> str:
     lines = [lead_sentence(r)]
     if r.backup_file:
-        lines.append(f"backup:    {r.backup_file} ({human_bytes(r.backup_bytes)}, sha256 {r.sha256})")
+        lines.append(_("backup:    {file} ({size}, sha256 {sha256})").format(
+            file=r.backup_file, size=human_bytes(r.backup_bytes), sha256=r.sha256))
     if space_sentence(r):
-        lines.append(f"space:     {space_sentence(r)}")
+        lines.append(_("space:     {text}").format(text=space_sentence(r)))
     if r.recovered_runs:
-        lines.append(f"recovered: interrupted runs {', '.join(r.recovered_runs)}")
-    lines += [f"note:      {n}" for n in r.notes]
-    detail = f" ({r.notification_detail})" if r.notification_detail and r.notification != "sent" else ""
-    lines.append(f"run:       {r.run_id} in {human_duration(r.duration_s)}; Slack: {r.notification}{detail}")
+        lines.append(_("recovered: interrupted runs {runs}").format(runs=", ".join(r.recovered_runs)))
+    lines += [_("note:      {note}").format(note=n) for n in r.notes]
+    detail = f" ({_(r.notification_detail)})" if r.notification_detail and r.notification != "sent" else ""
+    lines.append(_("run:       {run} in {duration}; Slack: {slack}{detail}").format(
+        run=r.run_id, duration=human_duration(r.duration_s), slack=NotifyStatus(r.notification).label, detail=detail))
     return "\n".join(lines)
 
 
@@ -84,26 +96,30 @@ def _progress_bar() -> Any:
 
 def cmd_demo_data(args: argparse.Namespace, settings: Settings) -> None:
     r = demo.demo_data(settings, rows=args.rows, days=args.days, seed=args.seed)
-    _print(args, r, f"inserted {count(r.rows_inserted)} demo rows into {r.table}"
-           + (" (table created)" if r.created_table else ""))
+    _print(args, r, ngettext("inserted {n} demo row into {table}", "inserted {n} demo rows into {table}",
+                             r.rows_inserted).format(n=count(r.rows_inserted), table=r.table)
+           + (_(" (table created)") if r.created_table else ""))
 
 
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> None:
     s = table_stats(settings)
-    lines = [f"{s.table}: {count(s.total_rows)} rows, oldest {timestamp(s.oldest)}, newest {timestamp(s.newest)}"]
+    lines = [_("{table}: {rows}, oldest {oldest}, newest {newest}").format(
+        table=s.table, rows=i18n.rows(s.total_rows), oldest=timestamp(s.oldest), newest=timestamp(s.newest))]
     if s.table_bytes is not None:
-        lines.append(f"size on disk: {human_bytes(s.table_bytes)}")
-    lines += [f"  {b.label:>12}: {count(b.rows)}" for b in s.buckets]
-    lines += [f"warning: {w}" for w in s.warnings]
+        lines.append(_("size on disk: {size}").format(size=human_bytes(s.table_bytes)))
+    lines += [f"  {_(b.label):>12}: {count(b.rows)}" for b in s.buckets]
+    lines += [_("warning: {text}").format(text=w) for w in s.warnings]
     _print(args, s, "\n".join(lines))
 
 
 def cmd_preview(args: argparse.Namespace, settings: Settings) -> None:
     p = preview(settings, cutoff=args.cutoff, retention_days=args.retention_days)
-    lines = [f"{count(p.rows_to_delete)} of {count(p.total_rows)} rows of {p.table} are older than "
-             f"{timestamp(p.cutoff)}",
-             f"oldest {timestamp(p.oldest)}, newest affected {timestamp(p.newest)}; nothing was changed"]
-    lines += [f"warning: {w}" for w in p.warnings]
+    lines = [ngettext("{n} of {total} row of {table} is older than {cutoff}",
+                      "{n} of {total} rows of {table} are older than {cutoff}", p.total_rows).format(
+        n=count(p.rows_to_delete), total=count(p.total_rows), table=p.table, cutoff=timestamp(p.cutoff)),
+             _("oldest {oldest}, newest affected {newest}; nothing was changed").format(
+                 oldest=timestamp(p.oldest), newest=timestamp(p.newest))]
+    lines += [_("warning: {text}").format(text=w) for w in p.warnings]
     _print(args, p, "\n".join(lines))
 
 
@@ -154,11 +170,13 @@ class PoliciesFailed(RetentionError):
 
 def cmd_backups(args: argparse.Namespace, settings: Settings) -> None:
     items = backup.list_backups(settings)
-    lines = [f"{b.file}\n    error: {b.error}" if b.error else
-             f"{b.file}\n    {count(b.rows)} rows of {b.table}, cutoff {timestamp(b.cutoff)}, created "
-             f"{timestamp(b.created_at)}, {human_bytes(b.size_bytes)}, sha256 {b.sha256}"
+    lines = [f"{b.file}\n    " + _("error: {text}").format(text=b.error) if b.error else
+             f"{b.file}\n    " + _("{rows} of {table}, cutoff {cutoff}, created {created}, {size}, sha256 {sha256}"
+                                    ).format(rows=i18n.rows(b.rows or 0), table=b.table, cutoff=timestamp(b.cutoff),
+                                             created=timestamp(b.created_at), size=human_bytes(b.size_bytes),
+                                             sha256=b.sha256)
              + "".join(f"\n    {loc['kind']}: {loc['where']}" for loc in b.locations) for b in items]
-    _print(args, {"backups": items}, "\n".join(lines) or f"no backups in {settings.backup_dir}")
+    _print(args, {"backups": items}, "\n".join(lines) or _("no backups in {dir}").format(dir=settings.backup_dir))
 
 
 def cmd_expire_backups(args: argparse.Namespace, settings: Settings) -> None:
@@ -169,38 +187,42 @@ def cmd_expire_backups(args: argparse.Namespace, settings: Settings) -> None:
         from .notify.expiry import notify_expiry
 
         notify_expiry(settings, r)
-    verb = "would delete" if r.dry_run else "deleted"
-    lines = [f"{verb} {e.name} ({count(e.rows)} rows of {e.table}, created {timestamp(e.created_at)}) from "
-             f"{', '.join(e.removed_from)}" for e in r.expired]
-    lines += [f"kept {n}: the newest backup of its table" for n in r.kept_newest]
-    _print(args, r, "\n".join(lines) or ("BACKUP_RETENTION_DAYS is unset: backups are kept forever"
-                                         if r.retention_days is None else "no backup has expired"))
+    verb = _("would delete {name} ({rows} of {table}, created {created}) from {where}") if r.dry_run else _(
+        "deleted {name} ({rows} of {table}, created {created}) from {where}")
+    lines = [verb.format(name=e.name, rows=i18n.rows(e.rows or 0), table=e.table, created=timestamp(e.created_at),
+                         where=", ".join(e.removed_from)) for e in r.expired]
+    lines += [_("kept {name}: the newest backup of its table").format(name=n) for n in r.kept_newest]
+    _print(args, r, "\n".join(lines) or (_("BACKUP_RETENTION_DAYS is unset: backups are kept forever")
+                                         if r.retention_days is None else _("no backup has expired")))
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> None:
     v = backup.verify_backup(settings, args.file)
-    _print(args, v, f"OK: {v.file}: {count(v.rows)} rows, sha256 {v.sha256}" if v.ok else "")
+    _print(args, v, _("OK: {file}: {rows}, sha256 {sha256}").format(
+        file=v.file, rows=i18n.rows(v.rows or 0), sha256=v.sha256) if v.ok else "")
     if not v.ok:
         raise RetentionError(f"{v.file} does not verify: {v.problem}")
 
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> None:
-    r = backup.restore_backup(settings, args.file, allow_unsigned=args.allow_unsigned)
-    _print(args, r, f"restored {count(r.rows_restored)} rows into {r.table}; {count(r.rows_skipped)} already present")
+    r = backup.restore_backup(settings, args.file, allow_unsigned=args.allow_unsigned,
+                              force_other_source=args.force_other_source)
+    _print(args, r, ngettext("restored {n} row into {table}; {skipped} already present",
+                             "restored {n} rows into {table}; {skipped} already present", r.rows_restored).format(
+        n=count(r.rows_restored), table=r.table, skipped=count(r.rows_skipped)))
 
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> None:
     runs = cleanup.list_history(settings, limit=args.limit)
-    lines = [f"{timestamp(r.started_at)}  {'awaiting recovery' if r.awaiting_recovery else r.status:<13} "
-             f"{r.trigger:<9} {r.rows_deleted:>10,} rows  "
-             f"Slack {r.notification:<7} {r.run_id}" + (f"\n    error: {r.error}" if r.error else "")
-             for r in runs]
-    _print(args, {"runs": runs}, "\n".join(lines) or "no runs yet")
+    lines = [f"{timestamp(r.started_at)}  {status_label(r):<13} {trigger_label(r.trigger):<9} "
+             f"{i18n.rows(r.rows_deleted):>14}  Slack {NotifyStatus(r.notification).label:<7} {r.run_id}"
+             + ("\n    " + _("error: {text}").format(text=r.error) if r.error else "") for r in runs]
+    _print(args, {"runs": runs}, "\n".join(lines) or _("no runs yet"))
 
 
 def cmd_notify_test(args: argparse.Namespace, settings: Settings) -> None:
     o = notify.send_test_message(settings)
-    _print(args, o, f"Slack: {o.status}" + (f" ({o.detail})" if o.detail else ""))
+    _print(args, o, f"Slack: {NotifyStatus(o.status).label}" + (f" ({o.detail})" if o.detail else ""))
     if o.status == "failed":
         raise RetentionError(f"the Slack test message was not sent: {o.detail or 'see --verbose'}")
 
@@ -293,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--allow-unsigned", action="store_true",
                    help="with BACKUP_SIGNING_KEY set, accept a manifest without a signature (an older backup)")
+    p.add_argument("--force-other-source", action="store_true",
+                   help="insert a backup of another database or table (its manifest's source) anyway")
     p = command("expire-backups", cmd_expire_backups, "delete backups older than BACKUP_RETENTION_DAYS everywhere")
     p.add_argument("--dry-run", action="store_true", help="list what would be deleted; change nothing")
     p.add_argument("--no-notify", action="store_true", help="do not report to Slack")
@@ -334,7 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args)
     try:
-        args.func(args, _settings(args))
+        settings = _settings(args)
+        i18n.configure_from(settings)
+        args.func(args, settings)
         return 0
     except RetentionError as exc:  # the one place a library error becomes the CLI's
         sys.stderr.write(_traceback() if args.debug else f"error: {exc.one_line()}\n")

@@ -31,6 +31,7 @@ from .checks import (
     check_days,
     check_dependents,
     check_identifier,
+    check_language,
     check_ms,
     check_not_empty,
     check_table,
@@ -146,6 +147,12 @@ class Settings:
     backup_signing_key: str | None = setting(
         "BACKUP_SIGNING_KEY", None, "HMAC-SHA256 key: manifests are signed; verify and restore refuse a bad "
         "or missing signature", check=min_length(16), secret=True)
+    app_language: str = setting(
+        "APP_LANGUAGE", "en", "ko or en: dashboard, Slack report and CLI human output (JSON stays English)",
+        check=check_language)
+    display_timezone: str = setting(
+        "DISPLAY_TIMEZONE", "UTC", "zone of every displayed time, e.g. Asia/Seoul (stored times stay UTC)",
+        check=check_zone)
     trusted_hosts: str | None = setting(
         "TRUSTED_HOSTS", None, "host names besides loopback the dashboard serves without a password "
         "(comma-separated; behind a reverse proxy)")

@@ -27,6 +27,8 @@ from .identity import TableIdentity, postgres_identity, sqlite_identity, sqlite_
 
 log = logging.getLogger(__name__)
 
+NO_SUCH_TABLE = "no such table in the database (to try the tool: ./scripts/lrc demo-data creates it with demo rows)"
+
 _ENGINES: dict[str, Engine] = {}
 
 TIMESTAMP_TYPES = ("TIMESTAMP", "DATETIME", "DATE")
@@ -147,9 +149,9 @@ def describe_table(settings: Settings, engine: Engine | None = None) -> TableInf
     try:
         cols = insp.get_columns(name, schema=schema)
     except NoSuchTableError:
-        raise BadSetting("LOG_TABLE", settings.table, "no such table in the database") from None
+        raise BadSetting("LOG_TABLE", settings.table, NO_SUCH_TABLE) from None
     if not cols:
-        raise BadSetting("LOG_TABLE", settings.table, "no such table in the database")
+        raise BadSetting("LOG_TABLE", settings.table, NO_SUCH_TABLE)
     columns = tuple(
         ColumnInfo(
             c["name"],
@@ -224,7 +226,7 @@ def table_identity(settings: Settings, engine: Engine | None = None) -> TableIde
                 return sqlite_identity(dbapi, database=make_url(settings.database_url).database or "", table=name)
             return postgres_identity(dbapi, schema=schema, table=name)
     except LookupError:
-        raise BadSetting("LOG_TABLE", settings.table, "no such table in the database") from None
+        raise BadSetting("LOG_TABLE", settings.table, NO_SUCH_TABLE) from None
     except SQLAlchemyError as exc:
         why = str(getattr(exc, "orig", exc)).strip().splitlines()
         raise DatabaseUnavailable(mask_url(settings.database_url), why[0] if why else "unknown") from None

@@ -151,6 +151,12 @@ class RestoreError(RetentionError):
     """A restore was refused or failed; the table is unchanged."""
 
 
+class OtherSource(RestoreError):
+    """A backup of another database or table (its manifest's ``source``): refused, exit 2, unless forced."""
+
+    exit_code = 2
+
+
 class PermissionDenied(RetentionError):
     """The database role lacks a privilege the operation needs (exit 2: a configuration matter)."""
 

@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime
 from enum import Enum, StrEnum
 from typing import Any, Callable
 
+from .i18n import N_, _
+
 # progress(rows_done, rows_total): called by long operations after each batch.
 Progress = Callable[[int, int], None]
 
@@ -22,12 +24,13 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     INTERRUPTED = "interrupted"
     EXPIRED = "expired"  # not a cleanup: a backup deleted everywhere under BACKUP_RETENTION_DAYS
+    RESTORED = "restored"  # not a cleanup: a backup's rows put back (rows_matched: rows restored)
     PARTIAL = "partial"  # stopped at --max-runtime (or a lock timeout); what it deleted is final
 
     @property
     def label(self) -> str:
         """Short human label with an icon, for tables and headers."""
-        return _RUN_LABELS[self]
+        return _(_RUN_LABELS[self])
 
     @property
     def finished(self) -> bool:
@@ -35,14 +38,15 @@ class RunStatus(StrEnum):
 
 
 _RUN_LABELS = {
-    RunStatus.RUNNING: "⏳ running",
-    RunStatus.SUCCESS: "✅ success",
-    RunStatus.NOTHING_TO_DO: "➖ nothing to do",
-    RunStatus.DRY_RUN: "🔍 dry run",
-    RunStatus.FAILED: "❌ failed",
-    RunStatus.INTERRUPTED: "⚠️ interrupted",
-    RunStatus.EXPIRED: "🗑️ backup expired",
-    RunStatus.PARTIAL: "⏸️ partial",
+    RunStatus.RUNNING: N_("⏳ running"),
+    RunStatus.SUCCESS: N_("✅ success"),
+    RunStatus.NOTHING_TO_DO: N_("➖ nothing to do"),
+    RunStatus.DRY_RUN: N_("🔍 dry run"),
+    RunStatus.FAILED: N_("❌ failed"),
+    RunStatus.INTERRUPTED: N_("⚠️ interrupted"),
+    RunStatus.EXPIRED: N_("🗑️ backup expired"),
+    RunStatus.RESTORED: N_("♻️ restored"),
+    RunStatus.PARTIAL: N_("⏸️ partial"),
 }
 
 
@@ -56,14 +60,14 @@ class NotifyStatus(StrEnum):
 
     @property
     def label(self) -> str:
-        return _NOTIFY_LABELS[self]
+        return _(_NOTIFY_LABELS[self])
 
 
 _NOTIFY_LABELS = {
-    NotifyStatus.PENDING: "⏳ pending",
-    NotifyStatus.SENT: "✅ sent",
-    NotifyStatus.SKIPPED: "➖ skipped",
-    NotifyStatus.FAILED: "❌ failed",
+    NotifyStatus.PENDING: N_("⏳ pending"),
+    NotifyStatus.SENT: N_("✅ sent"),
+    NotifyStatus.SKIPPED: N_("➖ skipped"),
+    NotifyStatus.FAILED: N_("❌ failed"),
 }
 
 
@@ -223,6 +227,7 @@ class BackupInfo:
     error: str | None = None  # the manifest or file could not be read: this entry is only its name and why
     # where it lives: {"kind": "local" | "store", "where": path or s3:// URL, "verified": bool}
     locations: tuple[dict[str, Any], ...] = ()
+    source: dict[str, Any] | None = None  # the manifest's source: dialect, database, schema, table (v2)
 
     @property
     def name(self) -> str:

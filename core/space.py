@@ -23,10 +23,11 @@ from sqlalchemy.engine import Engine
 
 from .db import TableInfo, qualified
 from .errors import RetentionError, map_exceptions
+from .i18n import N_
 
 log = logging.getLogger(__name__)
 
-EXPLANATION = (
+EXPLANATION = N_(
     "Deleting rows does not shrink a table at once. On PostgreSQL the deleted rows stay as dead tuples "
     "until VACUUM (autovacuum, or CLEANUP_VACUUM=true after each cleanup) marks their space reusable for new "
     "rows; the files shrink only with VACUUM FULL, which locks the table for its whole rewrite and which this "

@@ -10,9 +10,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from . import fast_stats
+from .calibration import bytes_per_row
 from .config import Settings
 from .db import TableInfo, check_connection, describe_table, index_warning, qualified, quote
 from .dependents import skip_referenced_sql, table_dependents
+from .i18n import N_
 from .models import BucketCount, DayCount, Preview, Stats, utcnow
 from .partition_layout import plan_partitions
 from .shape import cutoff_value, ts_to_utc
@@ -20,7 +22,8 @@ from .timefmt import as_utc, cutoff_for_days, detect_sqlite_format, resolve_cuto
 
 log = logging.getLogger(__name__)
 
-BUCKETS = ((0, 7, "< 7 days"), (7, 30, "7–30 days"), (30, 90, "30–90 days"), (90, None, "> 90 days"))
+# Labels are JSON values (stable English); front ends translate them with i18n._ when shown.
+BUCKETS = ((0, 7, N_("< 7 days")), (7, 30, N_("7–30 days")), (30, 90, N_("30–90 days")), (90, None, N_("> 90 days")))
 
 
 class _Q:
@@ -117,10 +120,14 @@ def estimate_backup_bytes(
     settings: Settings, *, rows: int, engine: Engine | None = None, info: TableInfo | None = None,
     sample: int = 500,
 ) -> int:
-    """Rough size of the compressed backup of ``rows`` rows, from a sample's text length. Read-only."""
+    """Size of the compressed backup of ``rows`` rows: from past backups' bytes per row when there
+    are any (core.calibration), else from a sample's text length. Read-only."""
     if rows <= 0:
         return 0
     engine, info = _context(settings, engine, info)
+    per_row = bytes_per_row(settings, engine)
+    if per_row is not None:
+        return int(per_row * rows)
     with engine.connect() as conn:
         q = _Q(engine, conn, info)
         cols = [quote(engine, c) for c in info.column_names]

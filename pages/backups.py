@@ -7,6 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from core import RetentionError, Settings, restore_backup, verify_backup
+from core.backup.source import current_source, describe_source, same_source
+from core.i18n import _, ngettext
 from core.models import BackupInfo
 from core.present import count, human_bytes, human_duration, timestamp
 from ui import downloads
@@ -21,35 +23,42 @@ def _confirm_restore(settings: Settings) -> None:
     if not name:
         return
     try:
-        r = restore_backup(settings, name)
-        st.session_state[RESTORE_DONE] = (
-            "success", f"Restored {count(r.rows_restored)} rows of {Path(name).name} into {r.table}; "
-            f"{count(r.rows_skipped)} were already present and skipped ({human_duration(r.duration_s)}).")
+        r = restore_backup(settings, name, trigger="dashboard")
+        st.session_state[RESTORE_DONE] = ("success", ngettext(
+            "Restored {n} row of {name} into {table}; {skipped} were already present and skipped ({duration}).",
+            "Restored {n} rows of {name} into {table}; {skipped} were already present and skipped ({duration}).",
+            r.rows_restored).format(n=count(r.rows_restored), name=name, table=r.table, skipped=count(r.rows_skipped),
+                                    duration=human_duration(r.duration_s)))
     except RetentionError as exc:
-        st.session_state[RESTORE_DONE] = ("error", f"Restore refused, the table is unchanged: {exc.one_line()}")
+        st.session_state[RESTORE_DONE] = ("error", _("Restore refused, the table is unchanged: {error}").format(
+            error=exc.one_line()))
     clear_caches()
 
 
-@st.dialog("Restore backup", width="medium")
+@st.dialog(_("Restore backup"), width="medium")
 def restore_dialog(settings: Settings, b: BackupInfo) -> None:
     if not st.session_state.get(RESTORE):
         st.rerun()
-    st.markdown(f"Put the **{count(b.rows)} rows** of `{b.name}` back in **{settings.table}**. "
-                "The backup is verified first; rows whose primary key is already in the table are skipped. "
-                "All or nothing: on any error the table is unchanged.")
+    st.markdown(ngettext(
+        "Put the **{n} row** of `{file}` back in **{table}**.", "Put the **{n} rows** of `{file}` back in **{table}**.",
+        b.rows or 0).format(n=count(b.rows), file=Path(b.file).name, table=settings.table) + " " + _(
+        "The backup is verified first; rows whose primary key is already in the table are skipped. "
+        "All or nothing: on any error the table is unchanged."))
     left, right = st.columns(2)
-    left.button(f"Restore {count(b.rows)} rows", type="primary", key="confirm_restore",
-                on_click=_confirm_restore, args=(settings,), width="stretch")
-    right.button("Cancel", key="cancel_restore", on_click=lambda: st.session_state.pop(RESTORE, None),
+    left.button(ngettext("Restore {n} row", "Restore {n} rows", b.rows or 0).format(n=count(b.rows)), type="primary",
+                key="confirm_restore", on_click=_confirm_restore, args=(settings,), width="stretch")
+    right.button(_("Cancel"), key="cancel_restore", on_click=lambda: st.session_state.pop(RESTORE, None),
                  width="stretch")
 
 
-_KINDS = {"local": "this server", "store": "object store", "drive": "Google Drive"}
+def _kinds() -> dict[str, str]:
+    return {"local": _("this server"), "store": _("object store"), "drive": "Google Drive"}
 
 
 def where_text(b: BackupInfo) -> str:
     """Each location and whether it is verified: "this server ✓ · object store ✓ · Google Drive ✗"."""
-    return " · ".join(f"{_KINDS.get(loc['kind'], loc['kind'])} {'✓' if loc['verified'] else '✗ unverified'}"
+    kinds = _kinds()
+    return " · ".join(f"{kinds.get(loc['kind'], loc['kind'])} {'✓' if loc['verified'] else _('✗ unverified')}"
                       for loc in b.locations) or "—"
 
 
@@ -62,7 +71,7 @@ def _verify(settings: Settings, b: BackupInfo) -> None:
     from core.backup.stored import stored_backup, verify_stored
 
     try:
-        with st.spinner(f"Reading {b.name}…"):
+        with st.spinner(_("Reading {name}…").format(name=b.name)):
             if has(b, "local"):
                 v = verify_backup(settings, b.name)
                 ok, rows, sha, problem = v.ok, v.rows, v.sha256, v.problem
@@ -72,26 +81,28 @@ def _verify(settings: Settings, b: BackupInfo) -> None:
     except RetentionError as exc:
         st.error(exc.one_line(), icon=":material/error:")
         return
-    where = "" if has(b, "local") else " (stored copy)"
+    where = "" if has(b, "local") else " " + _("(stored copy)")
     if ok:
-        st.success(f"{b.name}{where} verifies: {count(rows)} rows, SHA-256 matches the manifest.",
-                   icon=":material/verified:")
+        st.success(ngettext("{name} verifies: {n} row, SHA-256 matches the manifest.",
+                            "{name} verifies: {n} rows, SHA-256 matches the manifest.", rows or 0).format(
+            name=b.name + where, n=count(rows)), icon=":material/verified:")
     else:
-        st.error(f"{b.name}{where} does not match its manifest: {problem} (sha256 {sha[:16]}…).",
-                 icon=":material/gpp_bad:")
+        st.error(_("{name} does not match its manifest: {problem} (sha256 {sha}…).").format(
+            name=b.name + where, problem=problem, sha=sha[:16]), icon=":material/gpp_bad:")
 
 
 def _copy_to_drive(settings: Settings, name: str) -> None:
     from core.backup.drivecopy import copy_missing
 
-    with st.spinner(f"Copying {name} to Google Drive…"):
+    with st.spinner(_("Copying {name} to Google Drive…").format(name=name)):
         report = copy_missing(settings, names=(name,))
     for n, fid in report.copied:
-        st.success(f"{n} copied to Google Drive (file {fid}); MD5 checked.", icon=":material/cloud_done:")
+        st.success(_("{name} copied to Google Drive (file {id}); MD5 checked.").format(name=n, id=fid),
+                   icon=":material/cloud_done:")
     for n, why in report.failed:
-        st.error(f"Google Drive copy of {n} failed: {why}", icon=":material/cloud_off:")
+        st.error(_("Google Drive copy of {name} failed: {why}").format(name=n, why=why), icon=":material/cloud_off:")
     if not report.copied and not report.failed:
-        st.info(f"{name} already has a verified Google Drive copy.")
+        st.info(_("{name} already has a verified Google Drive copy.").format(name=name))
     clear_caches()
 
 
@@ -101,7 +112,7 @@ def _expiry_preview(settings: Settings) -> None:
 
     days = backup_retention_days(settings)
     if days is None:
-        st.caption("BACKUP_RETENTION_DAYS is unset: backups are kept forever.")
+        st.caption(_("BACKUP_RETENTION_DAYS is unset: backups are kept forever"))
         return
     try:
         old, kept = due(settings)
@@ -109,19 +120,22 @@ def _expiry_preview(settings: Settings) -> None:
         st.error(exc.one_line())
         return
     if not old:
-        st.caption(f"BACKUP_RETENTION_DAYS={days}: no backup is due to expire.")
+        st.caption(_("BACKUP_RETENTION_DAYS={days}: no backup is due to expire.").format(days=days))
     else:
-        st.warning(f"BACKUP_RETENTION_DAYS={days}: the next run (or `expire-backups`) deletes "
-                   + ", ".join(f"`{b.name}`" for b in old) + " from every location.", icon=":material/auto_delete:")
+        st.warning(_("BACKUP_RETENTION_DAYS={days}: the next run (or `expire-backups`) deletes {names} from every "
+                     "location.").format(days=days, names=", ".join(f"`{b.name}`" for b in old)),
+                   icon=":material/auto_delete:")
     if kept:
-        st.caption("Kept although older: " + ", ".join(f"`{n}`" for n in kept) + " (the newest of its table).")
+        st.caption(_("Kept although older: {names} (the newest of its table).").format(
+            names=", ".join(f"`{n}`" for n in kept)))
 
 
 settings = settings_or_stop()
-st.title("Backups")
-st.caption(f"Backups in `{settings.backup_dir}`" + (f" and `{settings.backup_store}`" if settings.backup_store else "")
-           + ", newest first. Each one is a gzip-compressed CSV with a manifest "
-           "(row count, SHA-256) beside it.")
+st.title(_("Backups"))
+st.caption(_("Files in `{dir}`, newest first. Each one is a gzip-compressed CSV with a manifest (row count, SHA-256) "
+             "beside it.").format(dir=settings.backup_dir))
+if settings.backup_store:
+    st.caption(_("Stored copies: `{store}`.").format(store=settings.backup_store))
 
 outcome = st.session_state.pop(RESTORE_DONE, None)
 if outcome:
@@ -130,63 +144,84 @@ if outcome:
 try:
     backups = cached_backups(settings)
 except (RetentionError, OSError) as exc:
-    st.error(exc.one_line() if isinstance(exc, RetentionError) else f"Cannot list {settings.backup_dir}: {exc}")
+    st.error(exc.one_line() if isinstance(exc, RetentionError)
+             else _("Cannot list {dir}: {error}").format(dir=settings.backup_dir, error=exc))
     st.stop()
 if not backups:
-    st.info("No backups yet: a cleanup that archives rows writes one here.", icon=":material/inventory_2:")
+    st.info(_("No backups yet: a cleanup that archives rows writes one here."), icon=":material/inventory_2:")
     st.stop()
+try:
+    here = current_source(settings)
+except RetentionError as exc:
+    st.error(exc.one_line(), icon=":material/error:")
+    st.stop()
+others = [b for b in backups if not b.error and not same_source(b.source, here)]
+if others:
+    show_others = st.toggle(ngettext("Show {n} backup of other databases or tables",
+                                     "Show {n} backups of other databases or tables", len(others)).format(
+        n=len(others)), key="backups_other_sources", help=_(
+        "Backups whose manifest names another database or table (e.g. another console sharing this folder). "
+        "Restoring one here is refused; the command line can force it (restore --force-other-source)."))
+    if not show_others:
+        backups = [b for b in backups if b not in others]
+    if not backups:
+        st.info(_("No backup of {source} yet.").format(source=describe_source(here)), icon=":material/inventory_2:")
+        st.stop()
 
 table = pd.DataFrame(
     {
-        "file": [Path(b.file).name for b in backups],
-        "rows": [b.rows for b in backups],
-        "cutoff": [timestamp(b.cutoff, seconds=False) for b in backups],
-        "created": [timestamp(b.created_at, seconds=False) for b in backups],
-        "size": [human_bytes(b.size_bytes) for b in backups],
+        _("file"): [Path(b.file).name for b in backups],
+        _("rows"): [b.rows for b in backups],
+        _("cutoff"): [timestamp(b.cutoff, seconds=False) for b in backups],
+        _("created"): [timestamp(b.created_at, seconds=False) for b in backups],
+        _("size"): [human_bytes(b.size_bytes) for b in backups],
+        _("source"): [_("this table") if same_source(b.source, here) else describe_source(b.source) for b in backups],
+        _("oldest row"): [timestamp(b.min_timestamp, seconds=False) for b in backups],
+        _("newest row"): [timestamp(b.max_timestamp, seconds=False) for b in backups],
+        **({_("error"): [b.error or "" for b in backups]} if any(b.error for b in backups) else {}),
         "sha256": [b.sha256 for b in backups],
-        "oldest row": [timestamp(b.min_timestamp, seconds=False) for b in backups],
-        "newest row": [timestamp(b.max_timestamp, seconds=False) for b in backups],
-        "where": [where_text(b) for b in backups],
-        **({"error": [b.error or "" for b in backups]} if any(b.error for b in backups) else {}),
+        _("where"): [where_text(b) for b in backups],
     }
 )
 st.dataframe(table, hide_index=True, width="stretch",
-             column_config={"rows": st.column_config.NumberColumn(format="localized"),
+             column_config={_("rows"): st.column_config.NumberColumn(format="localized"),
                             "sha256": st.column_config.TextColumn(width="medium")})
 
-names = [b.name for b in backups]
-name = st.selectbox("Backup", names, key="backup_name")
+names = [Path(b.file).name for b in backups]
+name = st.selectbox(_("Backup"), names, key="backup_name")
 b = backups[names.index(name)]
-st.caption(f"{count(b.rows)} rows · created {timestamp(b.created_at, seconds=False)} · cutoff {timestamp(b.cutoff, seconds=False)} · "
-           f"run {b.run_id or '—'} · {where_text(b)}")
+st.caption(_("{rows} · created {created} · cutoff {cutoff} · run {run}").format(
+    rows=ngettext("{n} row", "{n} rows", b.rows or 0).format(n=count(b.rows)),
+    created=timestamp(b.created_at, seconds=False), cutoff=timestamp(b.cutoff, seconds=False), run=b.run_id or "—")
+    + " · " + where_text(b))
 local = has(b, "local")
 
 c1, c2, c3, c4, c5 = st.columns(5)
 if downloads.streamed_available():
-    c1.link_button("Download backup", downloads.link(name, "backup"), icon=":material/download:", width="stretch")
+    c1.link_button(_("Download backup"), downloads.link(name, "backup"), icon=":material/download:", width="stretch")
     if local:
-        c2.link_button("Download for spreadsheets", downloads.link(name, "spreadsheet"), icon=":material/table:",
+        c2.link_button(_("Download for spreadsheets"), downloads.link(name, "spreadsheet"), icon=":material/table:",
                        width="stretch")
 else:
-    c1.download_button("Download backup", partial(downloads.read_backup, settings, name), file_name=name,
+    c1.download_button(_("Download backup"), partial(downloads.read_backup, settings, name), file_name=name,
                        mime="application/gzip", key="download_backup", icon=":material/download:",
                        on_click="ignore", width="stretch")
     if local:
-        c2.download_button("Download for spreadsheets", partial(downloads.read_spreadsheet, settings, name),
+        c2.download_button(_("Download for spreadsheets"), partial(downloads.read_spreadsheet, settings, name),
                            file_name=downloads.spreadsheet_name(name), mime="text/csv", key="download_spreadsheet",
                            icon=":material/table:", on_click="ignore", width="stretch")
-verify = c3.button("Verify" if local else "Verify stored copy", key="verify_backup", icon=":material/verified:",
+verify = c3.button(_("Verify") if local else _("Verify stored copy"), key="verify_backup", icon=":material/verified:",
                    width="stretch")
-if c4.button("Restore…", key="restore_backup", icon=":material/settings_backup_restore:", width="stretch"):
+if c4.button(_("Restore…"), key="restore_backup", icon=":material/settings_backup_restore:", width="stretch"):
     st.session_state[RESTORE] = name if local else b.file  # a stored backup restores by its s3:// URL
     restore_dialog(settings, b)
 drive_copy = settings.gdrive_folder_id and c5.button(
-    "Copy to Google Drive", key="copy_to_drive", icon=":material/add_to_drive:", width="stretch",
+    _("Copy to Google Drive"), key="copy_to_drive", icon=":material/add_to_drive:", width="stretch",
     disabled=any(loc["kind"] == "drive" and loc["verified"] for loc in b.locations))
-st.caption("The spreadsheet-safe copy is plain CSV with cells starting with = + - @, tab or CR prefixed by an "
-           "apostrophe, so Excel does not run them as formulas. The backup file itself is never changed."
-           + ("" if local else " Without a local copy the backup streams from the object store through this "
-              "server; restore fetches and verifies it first."))
+st.caption(_("The spreadsheet-safe copy is plain CSV with cells starting with = + - @, tab or CR prefixed by an "
+             "apostrophe, so Excel does not run them as formulas. The backup file itself is never changed.")
+           + ("" if local else " " + _("Without a local copy the backup streams from the object store through this "
+                                       "server; restore fetches and verifies it first.")))
 
 if verify:
     _verify(settings, b)

@@ -1,18 +1,20 @@
 """History: past cleanup runs, newest first; failed runs and failed Slack reports stand out."""
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core import RetentionError, list_history
+from core import RetentionError, i18n, list_history
+from core.i18n import _, ngettext
 from core.models import NotifyStatus, RunStatus
-from core.present import count, human_duration, plural, status_label, timestamp
+from core.present import count, human_duration, status_label, timestamp, trigger_label
 from ui import fmt
 from ui.state import settings_or_stop
 
 LIMIT = 200
 
 settings = settings_or_stop()
-st.title("History")
+st.title(_("History"))
 
 try:
     runs = list_history(settings, limit=LIMIT)
@@ -20,56 +22,92 @@ except RetentionError as exc:
     st.error(exc.one_line(), icon=":material/error:")
     st.stop()
 if not runs:
-    st.info(f"No cleanup of {settings.table} has run yet.", icon=":material/history:")
+    st.info(_("No cleanup of {table} has run yet.").format(table=settings.table), icon=":material/history:")
+    st.stop()
+
+f1, f2 = st.columns(2)
+statuses = f1.multiselect(_("Status"), list(dict.fromkeys(str(r.status) for r in runs)), key="history_status",
+                          format_func=lambda v: RunStatus(v).label, placeholder=_("All statuses"))
+triggers = f2.multiselect(_("Trigger"), list(dict.fromkeys(str(r.trigger) for r in runs)), key="history_trigger",
+                          format_func=trigger_label, placeholder=_("All triggers"))
+shown = len(runs)
+runs = [r for r in runs if (not statuses or str(r.status) in statuses) and (not triggers or str(r.trigger) in triggers)]
+if not runs:
+    st.info(_("No run matches these filters."), icon=":material/filter_alt_off:")
     st.stop()
 
 failed = [r for r in runs if r.status in (RunStatus.FAILED, RunStatus.INTERRUPTED) or r.awaiting_recovery]
 unreported = [r for r in runs if r.notification == NotifyStatus.FAILED]
 if failed:
-    st.error(f"{plural(len(failed), 'run')} failed or were interrupted (of the last {len(runs)}); "
-             "rows they deleted are in backups that verify. Details below.", icon=":material/error:")
+    st.error(ngettext("{n} run failed or was interrupted (of the last {total}); rows it deleted are in backups "
+                      "that verify. Details below.",
+                      "{n} runs failed or were interrupted (of the last {total}); rows they deleted are in backups "
+                      "that verify. Details below.", len(failed)).format(n=len(failed), total=len(runs)),
+             icon=":material/error:")
 if unreported:
-    st.warning(f"{plural(len(unreported), 'Slack report')} failed; the cleanups themselves are recorded "
-               "here.", icon=":material/notifications_off:")
-st.caption(f"The last {plural(len(runs), 'run')} of {settings.table}, newest first.")
+    st.warning(ngettext("{n} Slack report failed; the cleanups themselves are recorded here.",
+                        "{n} Slack reports failed; the cleanups themselves are recorded here.",
+                        len(unreported)).format(n=len(unreported)), icon=":material/notifications_off:")
+st.caption(ngettext("The last {n} run of {table}, newest first (of {total}).",
+                    "The last {n} runs of {table}, newest first (of {total}).", len(runs)).format(
+    n=len(runs), table=settings.table, total=shown))
+
+chart = pd.DataFrame({"started": [r.started_at for r in reversed(runs)], "rows": [r.rows_deleted for r in reversed(runs)],
+                      "seconds": [r.duration_s or 0.0 for r in reversed(runs)],
+                      "status": [status_label(r) for r in reversed(runs)],
+                      "when": [timestamp(r.started_at, seconds=False) for r in reversed(runs)],
+                      "label": [i18n.to_display(r.started_at).strftime("%m-%d %H:%M") for r in reversed(runs)]})
+base = alt.Chart(chart).encode(x=alt.X("label:O", title=None, sort=None, axis=alt.Axis(labelAngle=-30, labelLimit=90,
+                                                                                      labelOverlap=True)), tooltip=[
+    alt.Tooltip("when:N", title=_("started")), alt.Tooltip("status:N", title=_("status")),
+    alt.Tooltip("rows:Q", title=_("rows deleted"), format=","), alt.Tooltip("seconds:Q", title=_("seconds"),
+                                                                            format=".1f")])
+left, right = st.columns(2)
+left.altair_chart(base.mark_bar().encode(y=alt.Y("rows:Q", title=_("rows deleted"))).properties(height=200),
+                  width="stretch")
+right.altair_chart(base.mark_line(point=True).encode(y=alt.Y("seconds:Q", title=_("duration (s)")))
+                   .properties(height=200), width="stretch")
 
 st.dataframe(
     pd.DataFrame(
         {
-            "started": [timestamp(r.started_at) for r in runs],
-            "status": [status_label(r) for r in runs],
-            "trigger": [r.trigger for r in runs],
-            "cutoff": [timestamp(r.cutoff, seconds=False) for r in runs],
-            "rows": [r.rows_matched if r.status == RunStatus.DRY_RUN else r.rows_deleted for r in runs],
-            "skipped": [r.rows_skipped for r in runs],
-            "backup": [fmt.file_name(r.backup_file) for r in runs],
-            "duration": [human_duration(r.duration_s) for r in runs],
+            _("started"): [timestamp(r.started_at) for r in runs],
+            _("status"): [status_label(r) for r in runs],
+            _("trigger"): [trigger_label(r.trigger) for r in runs],
+            _("cutoff"): [timestamp(r.cutoff, seconds=False) for r in runs],
+            _("rows"): [r.rows_matched if r.status == RunStatus.DRY_RUN else r.rows_deleted for r in runs],
+            _("skipped"): [r.rows_skipped for r in runs],
+            _("duration"): [human_duration(r.duration_s) for r in runs],
             "Slack": [NotifyStatus(r.notification).label for r in runs],
-            "problem": [r.error or (r.notification_detail if r.notification == NotifyStatus.FAILED else "")
-                        or " · ".join(r.notes) for r in runs],
-            "run id": [r.run_id for r in runs],
+            _("problem"): [r.error or (r.notification_detail if r.notification == NotifyStatus.FAILED else "")
+                           or " · ".join(r.notes) for r in runs],
+            _("backup"): [fmt.file_name(r.backup_file) for r in runs],
+            _("run id"): [r.run_id for r in runs],
         }
     ),
     hide_index=True,
     width="stretch",
     column_config={
-        "rows": st.column_config.NumberColumn(
-            format="localized", help="Rows archived and deleted; for a dry run, the rows it found older than the cutoff."
+        _("rows"): st.column_config.NumberColumn(
+            format="localized",
+            help=_("Rows archived and deleted; for a dry run, the rows it found older than the cutoff."),
         ),
-        "skipped": st.column_config.NumberColumn(
-            format="localized", help="Old rows kept because other rows still reference them (RESTRICT / NO ACTION)."
+        _("skipped"): st.column_config.NumberColumn(
+            format="localized", help=_("Old rows kept because other rows still reference them (RESTRICT / NO ACTION).")
         ),
-        "problem": st.column_config.TextColumn(width="large"),
+        _("problem"): st.column_config.TextColumn(width="large"),
     },
 )
 
 for r in failed + [r for r in unreported if r not in failed]:
-    with st.expander(f"{status_label(r)} · {timestamp(r.started_at)} · run {r.run_id[:8]}"):
+    with st.expander(_("{status} · {when} · run {run}").format(status=status_label(r), when=timestamp(r.started_at),
+                                                                run=r.run_id[:8])):
         if r.awaiting_recovery:
-            st.markdown("The process running it died; the next cleanup recovers it (finishes its backup).")
+            st.markdown(_("The process running it died; the next cleanup recovers it (finishes its backup)."))
         if r.error:
-            st.markdown(f"**Error:** {r.error}")
+            st.markdown(_("**Error:** {error}").format(error=r.error))
         st.markdown(f"**Slack:** {NotifyStatus(r.notification).label}"
-                    + (f" — {r.notification_detail}" if r.notification_detail else ""))
-        st.markdown(f"**Rows deleted:** {count(r.rows_deleted)} · **backup:** `{fmt.file_name(r.backup_file)}`"
+                    + (f" — {_(r.notification_detail)}" if r.notification_detail else ""))
+        st.markdown(_("**Rows deleted:** {n} · **backup:** `{file}`").format(n=count(r.rows_deleted),
+                                                                         file=fmt.file_name(r.backup_file))
                     + (f" · **sha256:** `{r.sha256}`" if r.sha256 else ""))

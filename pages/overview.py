@@ -7,54 +7,57 @@ import pandas as pd
 import streamlit as st
 
 from core import RetentionError
-from core.present import count, human_bytes, plural, timestamp
+from core.i18n import _, ngettext
+from core.present import count, human_bytes, timestamp
 from core.space import EXPLANATION as SPACE_EXPLANATION
 from ui import fmt
 from ui.data import cached_stats, clear_caches
+from ui.live import offer_demo_data, running_banner
 from ui.state import settings_or_stop
 
-OLDER, KEPT = "older than the cutoff", "kept"
-
 settings = settings_or_stop()
-st.title("Overview")
+OLDER, KEPT = _("older than the cutoff"), _("kept")
+st.title(_("Overview"))
 
 try:
     s = cached_stats(settings)
 except RetentionError as exc:
     st.error(exc.one_line(), icon=":material/error:")
+    if "no such table" in exc.one_line():
+        offer_demo_data(settings)
     st.stop()
 
+running_banner(settings)
 for warning in s.warnings:
     st.warning(warning, icon=":material/speed:")
 
 cutoff = datetime.now(UTC) - timedelta(days=settings.retention_days)
-st.caption(
-    f"Table **{s.table}** · counted {timestamp(s.computed_at)} (refreshed at most every minute) · "
-    f"retention {plural(settings.retention_days, 'day')}: cutoff {timestamp(cutoff, seconds=False)}"
-)
+DAYS = ngettext("{n} day", "{n} days", settings.retention_days).format(n=count(settings.retention_days))
+st.caption(_("Table **{table}** · counted {when} (refreshed at most every minute) · retention {days}: cutoff {cutoff}"
+             ).format(table=s.table, when=timestamp(s.computed_at), days=DAYS, cutoff=timestamp(cutoff, seconds=False)))
 
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Total rows (estimate)" if s.estimated else "Total rows",
+c1.metric(_("Total rows (estimate)") if s.estimated else _("Total rows"),
           ("≈ " if s.estimated else "") + count(s.total_rows), border=True,
-          help="Estimated from PostgreSQL's planner statistics (pg_class.reltuples, pg_stats; refreshed by "
-          "ANALYZE), as are the per-day and age counts below; oldest and newest are exact. Preview and "
-          "Run cleanup count exactly." if s.estimated else None)
-c2.metric("Oldest row", fmt.day(s.oldest), border=True, help=timestamp(s.oldest))
-c3.metric("Newest row", fmt.day(s.newest), border=True, help=timestamp(s.newest))
+          help=_("Estimated from PostgreSQL's planner statistics (pg_class.reltuples, pg_stats; refreshed by "
+                 "ANALYZE), as are the per-day and age counts below; oldest and newest are exact. Preview and "
+                 "Run cleanup count exactly.") if s.estimated else None)
+c2.metric(_("Oldest row"), fmt.day(s.oldest), border=True, help=timestamp(s.oldest))
+c3.metric(_("Newest row"), fmt.day(s.newest), border=True, help=timestamp(s.newest))
 c4.metric(
-    "Table size", human_bytes(s.table_bytes), border=True,
-    help="Table, indexes and TOAST (pg_total_relation_size)." if s.table_bytes is not None
-    else "Shown on PostgreSQL only.",
+    _("Table size"), human_bytes(s.table_bytes), border=True,
+    help=_("Table, indexes and TOAST (pg_total_relation_size).") if s.table_bytes is not None
+    else _("Shown on PostgreSQL only."),
 )
 
-with st.expander("Deleted rows and disk space: when does the space come back?", icon=":material/storage:"):
-    st.markdown(SPACE_EXPLANATION)
+with st.expander(_("Deleted rows and disk space: when does the space come back?"), icon=":material/storage:"):
+    st.markdown(_(SPACE_EXPLANATION))
 
 if not s.total_rows:
-    st.info(f"{s.table} is empty: there is nothing to clean up.", icon=":material/inbox:")
+    st.info(_("{table} is empty: there is nothing to clean up.").format(table=s.table), icon=":material/inbox:")
     st.stop()
 
-st.subheader("Rows per day")
+st.subheader(_("Rows per day"))
 days = pd.DataFrame(
     {
         "day": [pd.Timestamp(d.day, tz="UTC") for d in s.per_day],
@@ -70,14 +73,14 @@ bars = (
     alt.Chart(days)
     .mark_bar(cornerRadiusTopLeft=2, cornerRadiusTopRight=2)
     .encode(
-        x=alt.X("utcyearmonthdate(day):T", title=None, scale=x_scale, axis=alt.Axis(format="%b %d", labelAngle=0)),
-        y=alt.Y("rows:Q", title="rows per day"),
+        x=alt.X("utcyearmonthdate(day):T", title=None, scale=x_scale, axis=alt.Axis(format=_("%b %d"), labelAngle=0)),
+        y=alt.Y("rows:Q", title=_("rows per day")),
         color=alt.Color("side:N", title=None, scale=alt.Scale(domain=[OLDER, KEPT], range=["#e4572e", "#4c78a8"]),
                         legend=alt.Legend(orient="top")),
-        tooltip=[alt.Tooltip("label:N", title="day (UTC)"), alt.Tooltip("rows:Q", format=",")],
+        tooltip=[alt.Tooltip("label:N", title=_("day (UTC)")), alt.Tooltip("rows:Q", title=_("rows"), format=",")],
     )
 )
-marker = pd.DataFrame({"cutoff": [pd.Timestamp(cutoff)], "text": [f"cutoff: {plural(settings.retention_days, 'day')}"]})
+marker = pd.DataFrame({"cutoff": [pd.Timestamp(cutoff)], "text": [_("cutoff: {days}").format(days=DAYS)]})
 rule = alt.Chart(marker).mark_rule(color="#1c2430", strokeDash=[6, 4], size=2).encode(x=alt.X("cutoff:T", scale=x_scale))
 label = (
     alt.Chart(marker)
@@ -86,12 +89,12 @@ label = (
 )
 st.altair_chart((bars + rule + label).properties(height=320), width="stretch")
 
-st.subheader("Rows by age")
+st.subheader(_("Rows by age"))
 cols = st.columns(len(s.buckets))
 for col, bucket in zip(cols, s.buckets, strict=True):
-    col.metric(bucket.label, count(bucket.rows), fmt.share(bucket.rows, s.total_rows), delta_color="off",
+    col.metric(_(bucket.label), count(bucket.rows), fmt.share(bucket.rows, s.total_rows), delta_color="off",
                delta_arrow="off", border=True)
 
-if st.button("Refresh counts", icon=":material/refresh:", key="refresh_stats"):
+if st.button(_("Refresh counts"), icon=":material/refresh:", key="refresh_stats"):
     clear_caches()
     st.rerun()

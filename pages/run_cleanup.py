@@ -7,11 +7,13 @@ thread (ui.jobs) so that leaving the page does not interrupt it.
 import streamlit as st
 
 from core import RetentionError, Settings, cleanup_running, preview
+from core.i18n import _, ngettext
 from core.models import NotifyStatus, RunStatus
-from core.present import count, human_bytes, human_duration, lead_sentence, plural, space_sentence, timestamp
-from core.runs import TrackedRun
+from core.present import count, human_bytes, human_duration, lead_sentence, space_sentence, timestamp
+from core.runs import TrackedRun, registry
 from ui import fmt, jobs
 from ui.data import clear_caches
+from ui.live import follow_other_process, needs_typed_confirmation
 from ui.state import settings_or_stop
 from ui.widgets import cutoff_picker
 
@@ -31,32 +33,48 @@ def _cancel() -> None:
     st.session_state.pop(PENDING, None)
 
 
-@st.dialog("Confirm cleanup", width="medium")
+@st.dialog(_("Confirm cleanup"), width="medium", on_dismiss=_cancel)
 def confirm_dialog(settings: Settings) -> None:
     pending = st.session_state.get(PENDING)
     if not pending:  # confirmed or cancelled: close the dialog with a full rerun
         st.rerun()
     cutoff, rows = timestamp(pending["cutoff"]), count(pending["rows"])
     if pending["dry_run"]:
-        st.markdown(f"**Dry run** on **{pending['table']}**: counts the rows created before **{cutoff}** "
-                    f"(now {rows}) and records the dry run in the history. Nothing is written or deleted.")
-        label = "Run the dry run"
+        st.markdown(_("**Dry run** on **{table}**: counts the rows created before **{cutoff}** (now {rows}) and "
+                      "records the dry run in the history. Nothing is written or deleted.").format(
+            table=pending["table"], cutoff=cutoff, rows=rows))
+        label = _("Run the dry run")
     else:
-        st.markdown(f"Archive **{rows} rows** of **{pending['table']}** created before **{cutoff}** into a "
-                    f"backup in `{settings.backup_dir}`, verify it, then **delete** exactly those rows "
-                    f"and report to Slack.")
-        label = f"Archive and delete {rows} rows"
+        slack = settings.slack_bot_token or settings.slack_webhook_url
+        st.markdown(ngettext(
+            "Archive **{rows} row** of **{table}** created before **{cutoff}** into a backup in `{dir}`, verify it, "
+            "then **delete** exactly that row.",
+            "Archive **{rows} rows** of **{table}** created before **{cutoff}** into a backup in `{dir}`, verify it, "
+            "then **delete** exactly those rows.", pending["rows"]).format(
+            rows=rows, table=pending["table"], cutoff=cutoff, dir=settings.backup_dir)
+            + " " + (_("The report goes to Slack.") if slack else _("Slack is not configured: no report is sent.")))
+        label = ngettext("Archive and delete {rows} row", "Archive and delete {rows} rows", pending["rows"]
+                         ).format(rows=rows)
+    typed_ok = True
+    why = None if pending["dry_run"] else needs_typed_confirmation(pending)
+    if why:
+        st.warning(why, icon=":material/warning:")
+        typed = st.text_input(_("Type the table name {table} to confirm").format(table=pending["table"]),
+                              key="confirm_table_name")
+        typed_ok = typed.strip() == pending["table"]
     left, right = st.columns(2)
-    left.button(label, type="primary", key="confirm_run", on_click=_confirm, args=(settings,), width="stretch")
-    right.button("Cancel", key="cancel_run", on_click=_cancel, width="stretch")
+    left.button(label, type="primary", key="confirm_run", on_click=_confirm, args=(settings,), width="stretch",
+                disabled=not typed_ok)
+    right.button(_("Cancel"), key="cancel_run", on_click=_cancel, width="stretch")
 
 
 def _label(job: TrackedRun) -> str:
     if job.dry_run:
-        return "Counting the rows older than the cutoff…"
+        return _("Counting the rows older than the cutoff…")
     if not job.rows_total:
-        return "Taking the cleanup lock and opening the backup…"
-    return f"{count(job.rows_done)} of {count(job.rows_total)} rows archived and deleted"
+        return _("Taking the cleanup lock and opening the backup…")
+    return ngettext("{done} of {total} row archived and deleted", "{done} of {total} rows archived and deleted",
+                    job.rows_total).format(done=count(job.rows_done), total=count(job.rows_total))
 
 
 def show_progress(job: TrackedRun) -> None:
@@ -69,11 +87,11 @@ def show_progress(job: TrackedRun) -> None:
 def show_summary(job: TrackedRun) -> None:
     r = job.result
     if r is None:
-        st.error(f"The cleanup did not run: {job.error}", icon=":material/error:")
+        st.error(_("The cleanup did not run: {error}").format(error=job.error), icon=":material/error:")
     elif r.status == RunStatus.SUCCESS:
-        st.success(f"Cleanup finished. {lead_sentence(r)}", icon=":material/check_circle:")
+        st.success(_("Cleanup finished.") + " " + lead_sentence(r), icon=":material/check_circle:")
     elif r.status == RunStatus.DRY_RUN:
-        st.info(f"Dry run finished. {lead_sentence(r)}", icon=":material/search:")
+        st.info(_("Dry run finished.") + " " + lead_sentence(r), icon=":material/search:")
     elif r.status == RunStatus.PARTIAL:
         st.warning(lead_sentence(r), icon=":material/pause_circle:")
     elif r.status == RunStatus.NOTHING_TO_DO:
@@ -83,47 +101,52 @@ def show_summary(job: TrackedRun) -> None:
     if r is None or r.status == RunStatus.DRY_RUN:
         return
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Rows archived", count(r.rows_archived), border=True)
-    c2.metric("Rows deleted", count(r.rows_deleted), border=True)
-    c3.metric("Rows skipped", count(r.rows_skipped), border=True,
-              help="Old rows kept because other rows still reference them (RESTRICT / NO ACTION).")
-    c4.metric("Duration", human_duration(r.duration_s), border=True)
+    c1.metric(_("Rows archived"), count(r.rows_archived), border=True)
+    c2.metric(_("Rows deleted"), count(r.rows_deleted), border=True)
+    c3.metric(_("Rows skipped"), count(r.rows_skipped), border=True,
+              help=_("Old rows kept because other rows still reference them (RESTRICT / NO ACTION)."))
+    c4.metric(_("Duration"), human_duration(r.duration_s), border=True)
     for note in r.notes:
         st.info(note, icon=":material/info:")
     if r.backup_file:
-        st.markdown(f"**Backup file:** `{fmt.file_name(r.backup_file)}` ({human_bytes(r.backup_bytes)})")
+        st.markdown(_("**Backup file:** `{file}` ({size})").format(file=fmt.file_name(r.backup_file),
+                                                                  size=human_bytes(r.backup_bytes)))
         st.markdown("**SHA-256:**")
         st.code(r.sha256 or "—", language=None)
     if space_sentence(r):
-        st.caption(f"**Space:** {space_sentence(r)}")
-    slack = f"**Slack report:** {NotifyStatus(r.notification).label}" + (
-        f" — {r.notification_detail}" if r.notification_detail else "")
+        st.caption(_("**Space:** {text}").format(text=space_sentence(r)))
+    slack = _("**Slack report:** {status}").format(status=NotifyStatus(r.notification).label) + (
+        f" — {_(r.notification_detail)}" if r.notification_detail else "")
     if r.notification == NotifyStatus.FAILED:
-        st.warning(slack + "\n\nThe cleanup itself is complete; the failure is recorded in History.",
+        st.warning(slack + "\n\n" + _("The cleanup itself is complete; the failure is recorded in History."),
                    icon=":material/notifications_off:")
     else:
         st.markdown(slack)
     if r.recovered_runs:
-        st.info(f"Also recovered {plural(len(r.recovered_runs), 'interrupted run')}: "
-                + ", ".join(r.recovered_runs), icon=":material/healing:")
+        st.info(ngettext("Also recovered {n} interrupted run: {runs}", "Also recovered {n} interrupted runs: {runs}",
+                         len(r.recovered_runs)).format(n=len(r.recovered_runs), runs=", ".join(r.recovered_runs)),
+                icon=":material/healing:")
 
 
 settings = settings_or_stop()
-st.title("Run Cleanup")
+st.title(_("Run Cleanup"))
+followed = st.session_state.pop("followed_summary", None)
+if followed:  # the cleanup another process ran while this page watched it
+    st.info(_("The cleanup that was running has finished.") + " " + followed, icon=":material/task_alt:")
 
 job = st.session_state.get(JOB)
 if job is not None:
     heading = st.empty()
     if job.running:
-        heading.subheader("Cleanup running…")
+        heading.subheader(_("Cleanup running…"))
         show_progress(job)
-    heading.subheader("Dry run" if job.dry_run else "Last cleanup from this browser")
+    heading.subheader(_("Dry run") if job.dry_run else _("Last cleanup from this browser"))
     if st.session_state.get(CACHES_CLEARED) != job.run_id:  # once per finished run, not per rerun
         clear_caches()
         st.session_state[CACHES_CLEARED] = job.run_id
     show_summary(job)
-    st.button("Dismiss", key="dismiss_run", on_click=lambda: st.session_state.pop(JOB, None))
-    st.page_link("pages/history.py", label="See it in History", icon=":material/history:")
+    st.button(_("Dismiss"), key="dismiss_run", on_click=lambda: st.session_state.pop(JOB, None))
+    st.page_link("pages/history.py", label=_("See it in History"), icon=":material/history:")
     st.divider()
 
 try:
@@ -131,35 +154,40 @@ try:
 except RetentionError as exc:
     st.error(exc.one_line(), icon=":material/error:")
     st.stop()
+attached = [other for other in registry.running() if other.run_id != getattr(job, "run_id", None)]
+if busy and attached:  # a run of this process (any tab, any trigger): follow it live, then show its summary
+    st.session_state[JOB] = attached[0]
+    st.rerun()
 if busy:
-    st.warning(f"A cleanup of {settings.table} is running right now (started from the command line, the HTTP "
-               "trigger or another browser). This page will not start another until it has finished.",
-               icon=":material/lock_clock:")
-    for other in jobs.running_jobs():
-        st.progress(other.fraction, text=f"Dashboard run {other.run_id[:8]}: {_label(other)}")
-    st.button("Check again", key="check_again", icon=":material/refresh:")
+    st.warning(_("A cleanup of {table} is running right now (started from the command line, the HTTP trigger or "
+                 "another browser). This page will not start another until it has finished.").format(
+        table=settings.table), icon=":material/lock_clock:")
+    follow_other_process(settings)
+    st.button(_("Check again"), key="check_again", icon=":material/refresh:")
     st.stop()
 
 choice = cutoff_picker(settings)
-dry_run = st.toggle("Dry run: count only, write and delete nothing", key="dry_run")
-vacuum = st.checkbox("VACUUM the table afterwards" + (" (CLEANUP_VACUUM is on)" if settings.vacuum else ""),
+dry_run = st.toggle(_("Dry run: count only, write and delete nothing"), key="dry_run")
+vacuum = st.checkbox(_("VACUUM the table afterwards") + (_(" (CLEANUP_VACUUM is on)") if settings.vacuum else ""),
                      value=settings.vacuum, key="vacuum", disabled=dry_run,
-                     help="PostgreSQL: VACUUM (ANALYZE) marks the deleted rows' space reusable at once. SQLite: "
-                          "VACUUM rewrites the file to give free pages back (locks the database meanwhile). "
-                          "VACUUM FULL is never run by this console.")
+                     help=_("PostgreSQL: VACUUM (ANALYZE) marks the deleted rows' space reusable at once. SQLite: "
+                            "VACUUM rewrites the file to give free pages back (locks the database meanwhile). "
+                            "VACUUM FULL is never run by this console."))
 try:
     p = preview(settings, **choice)
 except RetentionError as exc:
     st.error(exc.one_line(), icon=":material/error:")
     st.stop()
-st.markdown(f"**{count(p.rows_to_delete)}** of {count(p.total_rows)} rows of **{p.table}** are older "
-            f"than **{timestamp(p.cutoff)}**"
-            + (f"; {count(p.rows_skipped)} more are kept because other rows still reference them." if p.rows_skipped
-               else "."))
+st.markdown(ngettext("**{n}** of {total} row of **{table}** is older than **{cutoff}**",
+                     "**{n}** of {total} rows of **{table}** are older than **{cutoff}**", p.total_rows).format(
+    n=count(p.rows_to_delete), total=count(p.total_rows), table=p.table, cutoff=timestamp(p.cutoff))
+            + (_("; {n} more are kept because other rows still reference them.").format(n=count(p.rows_skipped))
+               if p.rows_skipped else "."))
 for warning in p.warnings:
     st.warning(warning, icon=":material/warning:")
-if st.button("Run Cleanup", type="primary", key="run_cleanup", icon=":material/delete_sweep:",
+if st.button(_("Run Cleanup"), type="primary", key="run_cleanup", icon=":material/delete_sweep:",
              disabled=bool(p.refusal) and not dry_run, help=p.refusal):
     st.session_state[PENDING] = {"cutoff": p.cutoff, "rows": p.rows_to_delete, "dry_run": dry_run, "table": p.table,
-                                   "vacuum": vacuum}
+                                 "total": p.total_rows, "newest": p.newest, "vacuum": vacuum}
+if st.session_state.get(PENDING):  # stays open while the table name is typed, until confirmed or cancelled
     confirm_dialog(settings)

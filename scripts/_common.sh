@@ -17,8 +17,9 @@ ensure_venv() {
   local want
   want="$(cat "$ROOT/requirements.txt" "$ROOT/$req" | sha256sum | cut -d' ' -f1)"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "installing $req into .venv" >&2
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/$req"
+    echo "installing $req into .venv (first start: usually 1-3 minutes; pip's progress follows)" >&2
+    "$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar on -r "$ROOT/$req" \
+      | grep --line-buffered -E '^(Collecting|Installing|Successfully)' >&2 || true
     echo "$want" > "$stamp"
   fi
 }

@@ -313,11 +313,14 @@ def test_streamed_download_route_serves_only_signed_links(demo_settings: Setting
     assert headers["cache-control"] == "no-store"
 
     status, body, _ = get(downloads.link(name, "spreadsheet"))
-    assert status == 200 and body.startswith(b"id,")
+    assert status == 200 and body.startswith(b"\xef\xbb\xbfid,")  # UTF-8 BOM: Excel reads Korean as UTF-8
+    assert body.decode("utf-8-sig").startswith("id,")
 
     good = downloads.link(name, "backup")
     q = {k: v[0] for k, v in parse_qs(urlsplit(good).query).items()}
-    assert get(good.replace(q["sig"], "0" * 64))[0] == 403  # forged
+    status, page, _ = get(good.replace(q["sig"], "0" * 64))
+    assert status == 403  # forged
+    assert "expired" in page.decode() and "백업 페이지로 돌아가" in page.decode()  # the page says what to do
     assert not downloads.check(name, "backup", str(int(time.time()) - 1), downloads.sign(name, "backup",
                                                                                             int(time.time()) - 1))
     other = downloads.link("../../etc/passwd", "backup")  # signed, but outside BACKUP_DIR

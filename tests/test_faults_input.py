@@ -225,7 +225,7 @@ def test_a_backup_of_another_table_is_refused_by_restore(settings, tmp_path: Pat
         restore_backup(settings, Path(r.backup_file).name)
     assert table_snapshot(settings) == before
     p = run_cli(settings, "restore", Path(r.backup_file).name)
-    assert p.returncode == 1 and "other_log" in one_line_error(p.stderr)
+    assert p.returncode == 2 and "other_log" in one_line_error(p.stderr)  # another table: refused (SPEC), exit 2
     assert table_snapshot(settings) == before
 
 

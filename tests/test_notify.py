@@ -154,7 +154,7 @@ def test_recovered_interrupted_runs_are_reported(slack: FakeSlack, backup: Path)
     text = message_text(summary(slack))
     assert "Interrupted run found and recovered" in text
     assert "20260130T020000Z-dead01" in text and "77 rows deleted" in text
-    assert "Recovered 1 interrupted run(s)" in summary(slack)["text"]
+    assert "Recovered 1 interrupted run" in summary(slack)["text"]
 
 
 def test_nothing_to_do_is_sent_only_when_enabled(slack: FakeSlack) -> None:

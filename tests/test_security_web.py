@@ -486,7 +486,7 @@ def test_a_download_link_is_refused_after_sign_out(start, demo):
             page.get_by_role("button", name="Sign out").click()
             page.get_by_label("Password", exact=True).wait_for()
             status, _, body = s.request("GET", href)
-            assert status == 403 and b"link expired or invalid" in body
+            assert status == 403 and b"This download link has expired" in body
         finally:
             browser.close()
 

@@ -130,14 +130,14 @@ def test_recovered_runs_are_listed_with_their_status_rows_and_backup() -> None:
     assert "`20260130T020000Z-dead01`" in listed and "77 rows deleted" in listed
     assert "1 row deleted" in listed and "(started 2026-01-31 02:00:00 UTC)" in listed
     assert "backup `conversation_log-20260131T020000Z-ab12cd.csv.gz`" in listed
-    assert text.endswith("Recovered 2 interrupted run(s).")
+    assert text.endswith("Recovered 2 interrupted runs.")
 
 
 def test_recovered_run_ids_alone_are_listed_too() -> None:
     result = run(recovered_runs=("20260130T020000Z-dead01",))
     text, blocks = message.run_summary(result, host=HOST, backup=uploaded())
     assert any("• run `20260130T020000Z-dead01`" in t for t in texts(blocks))
-    assert "Recovered 1 interrupted run(s)." in text
+    assert "Recovered 1 interrupted run." in text
 
 
 def test_more_recovered_runs_than_shown_are_counted() -> None:

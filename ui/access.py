@@ -22,6 +22,7 @@ from typing import Any
 import streamlit as st
 
 from core import RetentionError
+from core.i18n import _
 from core.present import human_duration
 from web import guard
 
@@ -72,16 +73,16 @@ def require_access() -> str:
     elif mode == "refused":
         st.title("Log Retention Console")
         st.error(
-            "Access is not configured, and this server is not bound to localhost: nothing is shown. "
-            "Set DASHBOARD_PASSWORD or an [auth] section in .streamlit/secrets.toml, "
-            "or run with server.address = \"localhost\".",
+            _("Access is not configured, and this server is not bound to localhost: nothing is shown. "
+              "Set DASHBOARD_PASSWORD or an [auth] section in .streamlit/secrets.toml, "
+              "or run with server.address = \"localhost\"."),
             icon=":material/lock:",
         )
         st.stop()
     else:
         st.sidebar.warning(
-            "No login is configured: anyone who can reach this machine's localhost can use this "
-            "dashboard. Set DASHBOARD_PASSWORD before exposing it.",
+            _("No login is configured: anyone who can reach this machine's localhost can use this "
+              "dashboard. Set DASHBOARD_PASSWORD before exposing it."),
             icon=":material/lock_open:",
         )
     return mode
@@ -106,14 +107,14 @@ def _digest(password: str) -> str:
 def _password_gate(expected: str) -> None:
     proved = st.session_state.get(_AUTHED)
     if proved and hmac.compare_digest(proved, _digest(expected)):
-        st.sidebar.button("Sign out", key="sign_out", icon=":material/logout:", on_click=_sign_out)
+        st.sidebar.button(_("Sign out"), key="sign_out", icon=":material/logout:", on_click=_sign_out)
         return
-    _, middle, _ = st.columns([1, 2, 1])
+    _left, middle, _right = st.columns([1, 2, 1])
     with middle:
         st.title("Log Retention Console")
         with st.form("sign_in", clear_on_submit=True, border=True):
-            typed = st.text_input("Password", type="password", key="login_password")
-            submitted = st.form_submit_button("Sign in", type="primary", key="sign_in_button")
+            typed = st.text_input(_("Password"), type="password", key="login_password")
+            submitted = st.form_submit_button(_("Sign in"), type="primary", key="sign_in_button")
         client = client_address()
         wait = guard.limiter.retry_after(client)
         if submitted and not wait:  # a locked-out client's guess is never compared
@@ -124,7 +125,7 @@ def _password_gate(expected: str) -> None:
             time.sleep(FAILED_DELAY_S)
             wait = guard.limiter.failure(client, _LIMITED) if typed else 0.0  # an empty form guesses nothing
             if not wait:
-                st.error("Sign-in failed.", icon=":material/block:")
+                st.error(_("Sign-in failed."), icon=":material/block:")
         if wait:
             lockout_message(wait)
     st.stop()
@@ -142,8 +143,8 @@ def client_address() -> str:
 def lockout_message(wait_s: float) -> None:
     """The error a locked-out session sees, with the time left."""
     seconds = max(1, math.ceil(wait_s))
-    left = f"{seconds} s" if seconds < 60 else human_duration(seconds)
-    st.error(f"Too many failed sign-ins. Try again in {left}.", icon=":material/timer:")
+    left = _("{s} s").format(s=seconds) if seconds < 60 else human_duration(seconds)
+    st.error(_("Too many failed sign-ins. Try again in {left}.").format(left=left), icon=":material/timer:")
 
 
 def _sign_out() -> None:
@@ -181,17 +182,17 @@ def _oidc_gate() -> None:
     auth = auth_section() or {}
     if not _logged_in():
         st.title("Log Retention Console")
-        st.write("Sign in to continue.")
+        st.write(_("Sign in to continue."))
         for provider in _providers(auth):
-            label = "Log in" if provider is None else f"Log in with {provider.title()}"
+            label = _("Log in") if provider is None else _("Log in with {provider}").format(provider=provider.title())
             st.button(label, key=f"login_{provider or 'default'}", type="primary",
                       on_click=st.login, args=(provider,) if provider else ())
         st.stop()
     email = st.user.get("email")
     if not _allowed(email if isinstance(email, str) else None):
         st.title("Log Retention Console")
-        st.error("This account is not allowed to use this dashboard.", icon=":material/block:")
-        st.button("Log out", key="logout_refused", on_click=st.logout)
+        st.error(_("This account is not allowed to use this dashboard."), icon=":material/block:")
+        st.button(_("Log out"), key="logout_refused", on_click=st.logout)
         st.stop()
-    st.sidebar.caption(f"Signed in as {st.user.get('name') or email or 'user'}")
-    st.sidebar.button("Log out", key="logout", icon=":material/logout:", on_click=_log_out)
+    st.sidebar.caption(_("Signed in as {who}").format(who=st.user.get("name") or email or "user"))
+    st.sidebar.button(_("Log out"), key="logout", icon=":material/logout:", on_click=_log_out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import Settings, list_backups, stats
+from core.i18n import _
 from core.models import BackupInfo, Stats
 
 from .state import settings_key
@@ -17,7 +18,7 @@ from .state import settings_key
 STATS_TTL_S = 60
 
 
-@st.cache_data(ttl=STATS_TTL_S, show_spinner="Counting rows by age…", max_entries=16)
+@st.cache_data(ttl=STATS_TTL_S, show_spinner=False, max_entries=16)
 def _stats(key: str, _settings: Settings) -> Stats:  # noqa: ARG001 (key is the cache key)
     return stats(_settings)
 
@@ -29,7 +30,8 @@ def _backups(key: str, _settings: Settings) -> list[BackupInfo]:  # noqa: ARG001
 
 def cached_stats(settings: Settings) -> Stats:
     """Counts by age (raises RetentionError), cached for a minute per database and table."""
-    return _stats(settings_key(settings), settings)
+    with st.spinner(_("Counting rows by age…"), show_time=True):
+        return _stats(settings_key(settings), settings)
 
 
 def cached_backups(settings: Settings) -> list[BackupInfo]:

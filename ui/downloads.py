@@ -108,9 +108,29 @@ def read_spreadsheet(settings: Any, name: str) -> bytes:
     return b"".join(iter_spreadsheet_safe(settings, name))
 
 
+def expired_page() -> str:
+    """The page an expired or invalid download link opens: what happened and what to do (both languages)."""
+    from html import escape
+
+    from core.i18n import N_, translations
+
+    title = N_("This download link has expired")
+    text = N_("Download links are valid for {minutes} minutes and only while the dashboard tab that made them is "
+              "open, so that a copied link cannot be used later. Go back to the Backups page and click the download "
+              "button again.")
+    minutes = LINK_TTL_S // 60
+    paragraphs = []
+    for lang in ("en", "ko"):
+        t = translations(lang).gettext
+        paragraphs.append(f"<h1>{escape(t(title))}</h1><p>{escape(t(text).format(minutes=minutes))}</p>")
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>Log Retention Console</title>"
+            "<style>body{font-family:sans-serif;max-width:40em;margin:4em auto;line-height:1.5}</style></head><body>"
+            + "<hr>".join(paragraphs) + "</body></html>")
+
+
 def routes() -> list[Any]:
     """The Starlette route for ``st.App(..., routes=[*routes()])``; marks streamed downloads available."""
-    from starlette.responses import FileResponse, PlainTextResponse, StreamingResponse
+    from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, StreamingResponse
     from starlette.routing import Route
 
     from .state import build_settings
@@ -121,7 +141,7 @@ def routes() -> list[Any]:
         q = request.query_params
         name, kind = q.get("name", ""), q.get("kind", "")
         if not check(name, kind, q.get("expires", ""), q.get("sig", ""), q.get("grant", "")):
-            return PlainTextResponse("link expired or invalid: open the Backups page again\n", 403, headers=headers)
+            return HTMLResponse(expired_page(), 403, headers=headers)
         try:
             settings = build_settings()
             path = resolve_backup(settings, name)

@@ -16,7 +16,7 @@ from typing import Any
 
 import streamlit as st
 
-from core import RetentionError, Settings
+from core import RetentionError, Settings, i18n
 from core.config import ENV_FILE, ENV_NAMES, load_dashboard_settings, read_sources
 from core.policies import policies_of, settings_for_table
 
@@ -71,16 +71,30 @@ def settings_or_stop() -> Settings:
     """
     from .access import require_access, session_allowed
 
+    try:
+        apply_locale(get_settings())  # the sign-in form speaks the configured language too
+    except RetentionError:
+        pass  # reported below, once the session is in
     if not session_allowed():
         require_access()  # shows the sign-in form and stops
         st.stop()
     try:
-        return chosen_policy(get_settings())
+        return apply_locale(chosen_policy(get_settings()))
     except RetentionError as exc:
         st.error(exc.one_line(), icon=":material/settings_alert:")
-        st.caption("Fix the setting in `.env`, the environment or `.streamlit/secrets.toml`, then reload.")
+        st.caption(i18n._("Fix the setting in `.env`, the environment or `.streamlit/secrets.toml`, then reload."))
         st.stop()
         raise  # unreachable: st.stop() raises
+
+
+ZONE_KEY = "display_zone"
+
+
+def apply_locale(settings: Settings) -> Settings:
+    """Texts of this script run in APP_LANGUAGE; times in the session's zone (sidebar) or DISPLAY_TIMEZONE."""
+    i18n.set_current(language=settings.app_language,
+                     zone=st.session_state.get(ZONE_KEY) or settings.display_timezone)
+    return settings
 
 
 POLICY_KEY = "policy_table"  # session state: the table chosen in the sidebar (with a policy file)

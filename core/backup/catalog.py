@@ -94,7 +94,7 @@ def _listed(manifest: Path, data: Path) -> BackupInfo:
     return BackupInfo(
         file=str(data), manifest_file=str(manifest), table=m["table"], rows=m["rows"],
         cutoff=parse_db_timestamp(m.get("cutoff")), created_at=parse_db_timestamp(m.get("created_at")),
-        size_bytes=st.st_size, sha256=m["sha256"], run_id=m.get("run_id"),
+        size_bytes=st.st_size, sha256=m["sha256"], run_id=m.get("run_id"), source=m.get("source"),
         min_timestamp=parse_db_timestamp(m.get("min_timestamp")),
         max_timestamp=parse_db_timestamp(m.get("max_timestamp")),
         locations=({"kind": "local", "where": str(data), "verified": st.st_size == m.get("size_bytes", st.st_size)},),
@@ -138,10 +138,12 @@ def iter_spreadsheet_safe(settings: Settings, name: str | Path) -> Iterator[byte
     """Stream the backup as plain CSV with formula-like cells neutralised for Excel.
 
     Cells starting with = + - @, tab or CR get a leading apostrophe. The backup file
-    itself is not changed. Raises BackupNotFound, BadManifest, BackupReadError (BackupTooLarge over
-    the limits its manifest's rows allow).
+    itself is not changed. The stream starts with a UTF-8 byte-order mark, so that Excel reads
+    Korean text as UTF-8 rather than the system code page. Raises BackupNotFound, BadManifest,
+    BackupReadError (BackupTooLarge over the limits its manifest's rows allow).
     """
     path = resolve_backup(settings, name)
+    yield b"\xef\xbb\xbf"
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
     for record in iter_records(path, limits=ReadLimits.for_rows(manifest_of(path)["rows"])):

@@ -24,27 +24,36 @@ from ..partition_layout import recreate_for_restore
 from ..timefmt import csv_to_sqlite, detect_sqlite_format
 from .catalog import manifest_of, resolve_backup, verify_backup
 from .csvfile import iter_records
-from .manifest import manifest_path_for
+from .manifest import manifest_path_for, source_of
+from .record import record_restore
 from .s3 import SCHEME
 from .scan import PieceReader, ReadLimits, iter_decompressed
+from .source import check_source
 from .stored import fetch_stored
 
 log = logging.getLogger(__name__)
 
 
-def restore_backup(settings: Settings, name: str | Path, *, allow_unsigned: bool = False) -> RestoreResult:
-    """Restore a backup of BACKUP_DIR, or a stored one by its ``s3://`` URL (fetched, verified, then removed)."""
+def restore_backup(settings: Settings, name: str | Path, *, allow_unsigned: bool = False,
+                   force_other_source: bool = False, trigger: str = "cli") -> RestoreResult:
+    """Restore a backup of BACKUP_DIR, or a stored one by its ``s3://`` URL (fetched, verified, then removed).
+
+    A backup of another database or table (its manifest's ``source``) is refused unless
+    ``force_other_source``. A finished restore is recorded in the history (status ``restored``).
+    """
+    opts = {"allow_unsigned": allow_unsigned, "force": force_other_source, "trigger": trigger}
     if not str(name).startswith(SCHEME):
-        return _restore_local(settings, name, allow_unsigned=allow_unsigned)
+        return _restore_local(settings, name, **opts)
     path = fetch_stored(settings, str(name))
     try:
-        return _restore_local(settings, path, allow_unsigned=allow_unsigned)
+        return _restore_local(settings, path, **opts)
     finally:
         for p in (path, manifest_path_for(path)):
             p.unlink(missing_ok=True)
 
 
-def _restore_local(settings: Settings, name: str | Path, *, allow_unsigned: bool) -> RestoreResult:
+def _restore_local(settings: Settings, name: str | Path, *, allow_unsigned: bool, force: bool,
+                   trigger: str) -> RestoreResult:
     """Insert a backup's rows back into the table; rows whose key is present are skipped.
 
     The backup is verified first (its manifest's signature too, with BACKUP_SIGNING_KEY; an
@@ -58,7 +67,8 @@ def _restore_local(settings: Settings, name: str | Path, *, allow_unsigned: bool
     m = manifest_of(path)
     engine = check_connection(settings)
     info = describe_table(settings, engine)
-    if not _same_table(str(m.get("table")), table_identity(settings, engine)):
+    check_source(path.name, m.get("source"), source_of(settings.database_url, info), force=force)
+    if not force and not _same_table(str(m.get("table")), table_identity(settings, engine)):
         raise RestoreError(f"{path.name} is a backup of {m.get('table')!r}, not of {info.display_name!r}")
     names = [c.get("name") for c in m.get("columns") or []]
     if names != info.column_names:
@@ -81,6 +91,7 @@ def _restore_local(settings: Settings, name: str | Path, *, allow_unsigned: bool
                            round(time.monotonic() - t0, 3))
     log.info("restored %d rows of %s into %s (%d already present)", restored, path.name, info.display_name,
              result.rows_skipped)
+    record_restore(settings, engine, result, source=m.get("source"), trigger=trigger)
     return result
 
 

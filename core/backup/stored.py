@@ -204,7 +204,7 @@ def _stored_info(store: S3Store, name: str, m: dict[str, Any], here: dict[str, A
     return BackupInfo(
         file=store.url(name), manifest_file=store.url(manifest_path_for(Path(name)).name), table=str(m.get("table")),
         rows=int(m.get("rows") or 0), cutoff=ts(m.get("cutoff")), created_at=ts(m.get("created_at")),
-        size_bytes=int(m.get("size_bytes") or 0), sha256=str(m.get("sha256")), run_id=m.get("run_id"),
+        size_bytes=int(m.get("size_bytes") or 0), sha256=str(m.get("sha256")), run_id=m.get("run_id"), source=m.get("source"),
         min_timestamp=ts(m.get("min_timestamp")), max_timestamp=ts(m.get("max_timestamp")), locations=(here,))
 
 

@@ -17,6 +17,7 @@ from pathlib import PurePath
 from typing import Any
 
 from .. import present
+from ..i18n import N_, _, ngettext
 from ..models import PoliciesResult, RunResult, RunStatus
 
 Blocks = list[dict[str, Any]]
@@ -30,8 +31,12 @@ MAX_RECOVERED_SHOWN = 10
 
 # In a busy channel a failure must stand out from the routine reports, so Slack's
 # header shouts it; every other headline is the presenter's.
-_SLACK_HEADLINES = {RunStatus.FAILED: "🔴 Log cleanup FAILED"}
-_CODE_FACTS = frozenset({"Table", "Run"})  # facts shown as code spans: names to copy
+_SLACK_HEADLINES = {RunStatus.FAILED: N_("🔴 Log cleanup FAILED")}
+_CODE_FACTS = (N_("Table"), N_("Run"))  # facts shown as code spans: names to copy
+
+
+# The status word of the fallback line: the stable value in English, a word in other languages.
+_STATUS_WORDS = (N_("success"), N_("nothing_to_do"), N_("dry_run"), N_("failed"), N_("interrupted"), N_("partial"))
 
 
 class BackupDelivery(StrEnum):
@@ -99,7 +104,7 @@ def _context(text: str) -> dict[str, Any]:
 
 def backup_location(path: str, host: str) -> str:
     """Where a backup lives, for a message: the host name and the (absolute) path."""
-    return f"on server {code(host)} at {code(path)}"
+    return _("on server {host} at {path}").format(host=code(host), path=code(path))
 
 
 def backup_note(backup: BackupFacts, *, host: str) -> str | None:
@@ -108,15 +113,14 @@ def backup_note(backup: BackupFacts, *, host: str) -> str | None:
         return None
     where = backup_location(backup.path, host)
     if backup.delivery is BackupDelivery.UPLOAD:
-        return "The backup file is attached in this message's thread."
+        return _("The backup file is attached in this message's thread.")
     if backup.delivery is BackupDelivery.TOO_BIG:
-        return (
-            f"Backup not attached: {present.human_bytes(backup.size)} is over the "
-            f"{present.human_bytes(backup.limit)} upload limit (SLACK_UPLOAD_MAX_BYTES). It is {where}."
-        )
+        return _("Backup not attached: {size} is over the {limit} upload limit (SLACK_UPLOAD_MAX_BYTES). "
+                 "It is {where}.").format(size=present.human_bytes(backup.size),
+                                          limit=present.human_bytes(backup.limit), where=where)
     if backup.delivery is BackupDelivery.WEBHOOK:
-        return f"Backup not attached (webhook reports carry no files). It is {where}."
-    return f"Backup file not found {where}; check BACKUP_DIR."
+        return _("Backup not attached (webhook reports carry no files). It is {where}.").format(where=where)
+    return _("Backup file not found {where}; check BACKUP_DIR.").format(where=where)
 
 
 def run_summary(
@@ -135,12 +139,13 @@ def run_summary(
     is the server the console runs on (named in the context line).
     """
     text = present.describe_run(result)
-    headline = _SLACK_HEADLINES.get(RunStatus(result.status), text.headline)
+    headline = _(_SLACK_HEADLINES[RunStatus.FAILED]) if result.status == RunStatus.FAILED else text.headline
+    code_facts = {_(label) for label in _CODE_FACTS}
     blocks: Blocks = [
         _header(f"{headline}: {result.table}"),
         _section(_lead(result)),
         _fields(
-            [(label, code(value) if label in _CODE_FACTS else escape(value)) for label, value in text.facts]
+            [(label, code(value) if label in code_facts else escape(value)) for label, value in text.facts]
         ),
     ]
     backup_text = "\n".join(x for x in (_backup_line(result, backup), backup_note(backup, host=host)) if x)
@@ -151,8 +156,9 @@ def run_summary(
         blocks.append(_section(recovered_text))
     blocks.append(
         _context(
-            f"Log Retention Console on {code(host)} · started {present.timestamp(result.started_at)}"
-            f" · finished {present.timestamp(result.finished_at)}"
+            _("Log Retention Console on {host} · started {started} · finished {finished}").format(
+                host=code(host), started=present.timestamp(result.started_at),
+                finished=present.timestamp(result.finished_at))
         )
     )
     return _fallback_text(result, recovered), blocks
@@ -162,17 +168,17 @@ def _lead(result: RunResult) -> str:
     """The presenter's lead sentence in mrkdwn; a failure's error goes in a code block."""
     if result.status != RunStatus.FAILED:
         return escape(present.lead_sentence(result))
-    error = (result.error or "unknown error").replace("```", "'''")  # cannot close the block early
+    error = (result.error or _("unknown error")).replace("```", "'''")  # cannot close the block early
     return (
-        f"*The cleanup stopped with an error:*\n```{escape(error)}```\n"
-        f"*{present.NO_UNBACKED_DELETE}* {escape(present.deleted_before_stop(result))}"
+        f"*{_('The cleanup stopped with an error:')}*\n```{escape(error)}```\n"
+        f"*{present.no_unbacked_delete()}* {escape(present.deleted_before_stop(result))}"
     )
 
 
 def _backup_line(result: RunResult, backup: BackupFacts) -> str | None:
     if not result.backup_file:
         return None
-    parts = [f"*Backup* {code(PurePath(result.backup_file).name)}"]
+    parts = [f"*{_('Backup')}* {code(PurePath(result.backup_file).name)}"]
     size = backup.size if backup.size is not None else result.backup_bytes
     if size is not None:
         parts.append(present.human_bytes(size))
@@ -186,57 +192,63 @@ def _recovered_text(result: RunResult, recovered: Sequence[RunResult]) -> str | 
     if recovered:
         lines = []
         for run in recovered[:MAX_RECOVERED_SHOWN]:
-            backup = f", backup {code(PurePath(run.backup_file).name)}" if run.backup_file else ""
-            lines.append(
-                f"• run {code(run.run_id)} (started {present.timestamp(run.started_at)}): "
-                f"{escape(RunStatus(run.status).label)}, {present.plural(run.rows_deleted, 'row')} deleted{backup}"
-            )
+            backup = _(", backup {file}").format(file=code(PurePath(run.backup_file).name)) if run.backup_file else ""
+            lines.append(_("• run {run} (started {started}): {status}, {rows} deleted{backup}").format(
+                run=code(run.run_id), started=present.timestamp(run.started_at),
+                status=escape(RunStatus(run.status).label), rows=ngettext("{n} row", "{n} rows", run.rows_deleted)
+                .format(n=present.count(run.rows_deleted)), backup=backup))
         hidden = len(recovered) - MAX_RECOVERED_SHOWN
     elif result.recovered_runs:
-        lines = [f"• run {code(run_id)}" for run_id in result.recovered_runs[:MAX_RECOVERED_SHOWN]]
+        lines = [_("• run {run}").format(run=code(run_id)) for run_id in result.recovered_runs[:MAX_RECOVERED_SHOWN]]
         hidden = len(result.recovered_runs) - MAX_RECOVERED_SHOWN
     else:
         return None
     if hidden > 0:
-        lines.append(f"• and {hidden} more")
-    return "♻️ *Interrupted run found and recovered* before this run:\n" + "\n".join(lines)
+        lines.append(_("• and {n} more").format(n=hidden))
+    return _("♻️ *Interrupted run found and recovered* before this run:") + "\n" + "\n".join(lines)
 
 
 def _fallback_text(result: RunResult, recovered: Sequence[RunResult]) -> str:
     """One plain line for notifications and clients that do not show blocks."""
-    text = f"Log cleanup {result.status} on {result.table}: {present.lead_sentence(result)}"
+    text = _("Log cleanup {status} on {table}: {lead}").format(
+        status=_(str(result.status)), table=result.table, lead=present.lead_sentence(result))
     if result.backup_file and result.status != RunStatus.FAILED:
         prefix = present.checksum_prefix(result.sha256)
-        text += f" Backup {PurePath(result.backup_file).name}" + (f" (sha256 {prefix}…)." if prefix else ".")
+        text += " " + _("Backup {file}").format(file=PurePath(result.backup_file).name) + (
+            f" (sha256 {prefix}…)." if prefix else ".")
     count = len(recovered) or len(result.recovered_runs)
     if count:
-        text += f" Recovered {count} interrupted run(s)."
+        text += " " + ngettext("Recovered {n} interrupted run.", "Recovered {n} interrupted runs.", count
+                               ).format(n=count)
     return truncate(text, SECTION_MAX)
 
 
 def upload_failed_reply(detail: str, *, path: str, host: str) -> str:
     """Thread reply when the summary went out but the backup could not be attached."""
-    return f"⚠️ The backup could not be attached: {escape(detail)}. It is {backup_location(path, host)}."
+    return _("⚠️ The backup could not be attached: {detail}. It is {where}.").format(
+        detail=escape(detail), where=backup_location(path, host))
 
 
 def setup_check_message(
     table: str, channel_label: str, *, host: str, sent_at: datetime
 ) -> tuple[str, Blocks]:
     """The "send test message" text: says where reports will arrive, and from where."""
-    text = f"Test message from Log Retention Console on {host}: cleanup reports for {table} will arrive here."
+    text = _("Test message from Log Retention Console on {host}: cleanup reports for {table} will arrive here."
+             ).format(host=host, table=table)
     blocks: Blocks = [
         _section(
-            f"👋 *Test message from Log Retention Console* on {code(host)}.\n"
-            f"Cleanup reports for table {code(table)} will arrive in {escape(channel_label)}."
+            _("👋 *Test message from Log Retention Console* on {host}.").format(host=code(host)) + "\n"
+            + _("Cleanup reports for table {table} will arrive in {channel}.").format(
+                table=code(table), channel=escape(channel_label))
         ),
-        _context(f"Sent {present.timestamp(sent_at)}. Nothing was archived or deleted."),
+        _context(_("Sent {when}. Nothing was archived or deleted.").format(when=present.timestamp(sent_at))),
     ]
     return text, blocks
 
 
-_SET_HEADLINES = {"failed": "🔴 Log cleanup of several tables: a policy FAILED",
-                  "locked": "⚠️ Log cleanup of several tables: a table was busy",
-                  "partial": "⏸️ Log cleanup of several tables: stopped part-way"}
+_SET_HEADLINES = {"failed": N_("🔴 Log cleanup of several tables: a policy FAILED"),
+                  "locked": N_("⚠️ Log cleanup of several tables: a table was busy"),
+                  "partial": N_("⏸️ Log cleanup of several tables: stopped part-way")}
 
 
 def runs_summary(result: PoliciesResult, *, host: str) -> tuple[str, Blocks]:
@@ -248,21 +260,28 @@ def runs_summary(result: PoliciesResult, *, host: str) -> tuple[str, Blocks]:
     for run in result.runs:
         r = run.result
         if r is None:
-            why = "another cleanup held its lock; nothing was changed" if run.locked else (run.error or "failed")
+            why = (_("another cleanup held its lock; nothing was changed") if run.locked
+                   else (run.error or _("failed")))
             lines.append(f"• {code(run.table)}: {escape(why)}")
             continue
         deleted += r.rows_deleted
-        line = f"• {code(r.table)}: {escape(RunStatus(r.status).label)}, {present.plural(r.rows_deleted, 'row')} deleted"
+        line = _("• {table}: {status}, {rows} deleted").format(
+            table=code(r.table), status=escape(RunStatus(r.status).label),
+            rows=ngettext("{n} row", "{n} rows", r.rows_deleted).format(n=present.count(r.rows_deleted)))
         if r.backup_file:
-            line += f", backup {code(PurePath(r.backup_file).name)}"
+            line += _(", backup {file}").format(file=code(PurePath(r.backup_file).name))
         if r.error:
             line += f" ({escape(truncate(r.error, 300))})"
         lines.append(line)
-    headline = _SET_HEADLINES.get(result.status, "✅ Log cleanup of several tables done")
-    total = f"{present.plural(len(result.runs), 'policy', 'policies')}, {present.plural(deleted, 'row')} deleted in all."
+    headline = _(_SET_HEADLINES[result.status]) if result.status in _SET_HEADLINES else _(
+        "✅ Log cleanup of several tables done")
+    total = _("{policies}, {rows} deleted in all.").format(
+        policies=ngettext("{n} policy", "{n} policies", len(result.runs)).format(n=len(result.runs)),
+        rows=ngettext("{n} row", "{n} rows", deleted).format(n=present.count(deleted)))
     blocks: Blocks = [_header(headline), _section(truncate("\n".join(lines), SECTION_MAX)),
-                      _context(f"Log Retention Console on {code(host)} · {total}")]
-    text = f"Log cleanup of {len(result.runs)} tables: {result.status}; {total}"
+                      _context(_("Log Retention Console on {host} · {total}").format(host=code(host), total=total))]
+    text = _("Log cleanup of {n} tables: {status}; {total}").format(n=len(result.runs), status=result.status,
+                                                                     total=total)
     return truncate(text, SECTION_MAX), blocks
 
 

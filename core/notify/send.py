@@ -30,7 +30,10 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web import SlackResponse
 from slack_sdk.webhook import WebhookClient
 
+from .. import i18n
 from ..config import Settings
+from ..i18n import N_
+from ..i18n import _ as tr
 from ..models import NotifyStatus, RunResult, RunStatus
 from . import guidance, message
 from .message import BackupDelivery, BackupFacts, Blocks
@@ -42,7 +45,7 @@ log = logging.getLogger(__name__)
 
 _CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{6,}$")  # names are lower case, so never match
 _MAX_PAGES = 200  # conversations.list pages of 200 channels
-_NOT_CONFIGURED = "Slack is not configured"
+_NOT_CONFIGURED = N_("Slack is not configured")  # details are stored in English, shown translated
 
 _channel_ids: dict[tuple[str, str, str], str] = {}  # (API base, token hash, name) -> ID
 _channel_lock = threading.Lock()
@@ -69,18 +72,19 @@ def notify_run(
     """
     try:
         if result.status == RunStatus.DRY_RUN:
-            return NotifyOutcome(NotifyStatus.SKIPPED, "dry run: no report is sent")
+            return NotifyOutcome(NotifyStatus.SKIPPED, N_("dry run: no report is sent"))
         if (
             result.status == RunStatus.NOTHING_TO_DO
             and not (recovered or result.recovered_runs)
             and not settings.slack_notify_nothing_to_do
         ):
-            return NotifyOutcome(NotifyStatus.SKIPPED, "nothing to do, and SLACK_NOTIFY_NOTHING_TO_DO is off")
+            return NotifyOutcome(NotifyStatus.SKIPPED, N_("nothing to do, and SLACK_NOTIFY_NOTHING_TO_DO is off"))
         if not (settings.slack_bot_token or settings.slack_webhook_url):
             return NotifyOutcome(NotifyStatus.SKIPPED, _NOT_CONFIGURED)
         report = _Report(settings)
         backup = backup_facts(result.backup_file, settings)
-        text, blocks = message.run_summary(result, host=report.host, backup=backup, recovered=recovered)
+        with i18n.use(language=settings.app_language, zone=settings.display_timezone):
+            text, blocks = message.run_summary(result, host=report.host, backup=backup, recovered=recovered)
         if settings.slack_bot_token:
             upload = backup.path if backup.delivery is BackupDelivery.UPLOAD else None
             outcome = report.via_bot(text, blocks, upload=upload)
@@ -103,15 +107,12 @@ def send_test_message(settings: Settings) -> NotifyOutcome:
             return NotifyOutcome(NotifyStatus.SKIPPED, _NOT_CONFIGURED)
         report = _Report(settings)
         now = datetime.now(UTC)
+        with i18n.use(language=settings.app_language, zone=settings.display_timezone):
+            label = report.label if settings.slack_bot_token else tr(N_("this channel"))
+            text, blocks = message.setup_check_message(settings.table, label, host=report.host, sent_at=now)
         if settings.slack_bot_token:
-            text, blocks = message.setup_check_message(
-                settings.table, report.label, host=report.host, sent_at=now
-            )
             outcome = report.via_bot(text, blocks, upload=None, check_scopes=True)
         else:
-            text, blocks = message.setup_check_message(
-                settings.table, "this channel", host=report.host, sent_at=now
-            )
             outcome = report.via_webhook(text, blocks)
             if outcome.status is NotifyStatus.SENT:
                 outcome = NotifyOutcome(NotifyStatus.SENT, "test message posted through the incoming webhook")

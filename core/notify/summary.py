@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from .. import i18n
 from ..config import Settings
 from ..models import NotifyStatus, PoliciesResult, RunStatus
 from . import message
@@ -27,7 +28,8 @@ def notify_runs(settings: Settings, result: PoliciesResult) -> NotifyOutcome:
         if not (settings.slack_bot_token or settings.slack_webhook_url):
             return NotifyOutcome(NotifyStatus.SKIPPED, _NOT_CONFIGURED)
         report = _Report(settings)
-        text, blocks = message.runs_summary(result, host=report.host)
+        with i18n.use(language=settings.app_language, zone=settings.display_timezone):
+            text, blocks = message.runs_summary(result, host=report.host)
         if settings.slack_bot_token:
             outcome = report.via_bot(text, blocks, upload=None)
         else:

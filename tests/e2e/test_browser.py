@@ -3,7 +3,9 @@
 Starts ``streamlit run dashboard.py`` on a free port against a SQLite demo database
 and drives Debian's ``/usr/bin/chromium`` with Playwright (never a downloaded
 browser). With ``LRC_SCREENSHOTS=1`` it also writes docs/screenshots/*.png, the
-README's pictures of every page.
+README's pictures of every page. The test runs in English and in Korean (``APP_LANGUAGE=ko``,
+``DISPLAY_TIMEZONE=Asia/Seoul``): every label it looks for comes from the catalog, and the
+Korean pictures go to docs/screenshots/ko/.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from core import demo_data, load_settings, preview
+from core.i18n import translations
 from tests.support import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
@@ -46,9 +50,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+LANGUAGES = {"en": {}, "ko": {"APP_LANGUAGE": "ko", "DISPLAY_TIMEZONE": "Asia/Seoul"}}
+
+
+@pytest.fixture(params=sorted(LANGUAGES))
+def lang(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture
-def server(tmp_path: Path):
-    """The dashboard on a SQLite demo database; yields (base URL, settings); stopped afterwards."""
+def server(tmp_path: Path, lang: str):
+    """The dashboard on a SQLite demo database in ``lang``; yields (base URL, settings); stopped afterwards."""
     _need_chromium()
     settings = load_settings(
         {"database_url": f"sqlite:///{tmp_path / 'e2e.db'}", "backup_dir": str(tmp_path / "backups"),
@@ -59,7 +71,7 @@ def server(tmp_path: Path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DATABASE_", "LOG_", "BACKUP_"))}
     env.update(DATABASE_URL=settings.database_url, BACKUP_DIR=settings.backup_dir, CLEANUP_BATCH_SIZE="100",
-               DASHBOARD_PASSWORD=PASSWORD, PYTHONPATH=str(ROOT))
+               DASHBOARD_PASSWORD=PASSWORD, PYTHONPATH=str(ROOT), **LANGUAGES[lang])
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
@@ -90,17 +102,18 @@ def server(tmp_path: Path):
         log.close()
 
 
-def _shot(page, name: str) -> None:
-    """docs/screenshots/NAME.png of the whole page (the main area scrolls inside the window)."""
+def _shot(page, name: str, lang: str = "en") -> None:
+    """docs/screenshots/[ko/]NAME.png of the whole page (the main area scrolls inside the window)."""
     if not TAKE_SHOTS:
         return
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    folder = SHOTS if lang == "en" else SHOTS / lang
+    folder.mkdir(parents=True, exist_ok=True)
     page.wait_for_timeout(800)  # let charts and fonts settle
     size = page.viewport_size
     height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 0")
     page.set_viewport_size({"width": size["width"], "height": max(size["height"], min(int(height), 4000))})
     page.wait_for_timeout(300)
-    page.screenshot(path=str(SHOTS / f"{name}.png"))
+    page.screenshot(path=str(folder / f"{name}.png"))
     page.set_viewport_size(size)
 
 
@@ -113,68 +126,80 @@ def _open(page, title: str) -> None:
     page.get_by_role("heading", name=title, level=1).wait_for()
 
 
-def test_sign_in_preview_run_cleanup_and_download_the_verified_backup(server, tmp_path: Path):
+def test_sign_in_preview_run_cleanup_and_download_the_verified_backup(server, lang: str, tmp_path: Path):
     from playwright.sync_api import expect, sync_playwright
 
     base, settings = server
+    t, nt = translations(lang).gettext, translations(lang).ngettext
+
+    def shot(name: str) -> None:
+        _shot(page, name, lang)
+
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1360, "height": 900}, accept_downloads=True)
             page.set_default_timeout(30_000)
+            hosts: set[str] = set()  # every host the page fetches from: nothing leaves this machine (favicon too)
+            page.on("request", lambda req: hosts.add(urlsplit(req.url).hostname or req.url.split(":", 1)[0]))
             # a fresh server, a deep link: still nothing but the sign-in form until the password is given
             page.goto(f"{base}/overview")
-            password = page.get_by_label("Password", exact=True)
+            password = page.get_by_label(t("Password"), exact=True)
             password.wait_for()
             page.wait_for_timeout(1000)
             assert page.locator('[data-testid="stMetric"]').count() == 0
-            assert "Total rows" not in page.content()
+            assert t("Total rows") not in page.content()
+            # sign in through the router (the deep link ran the page alone, with Streamlit's legacy sidebar)
+            page.goto(base)
+            password.wait_for()
             password.fill(PASSWORD)
-            page.get_by_role("button", name="Sign in").click()
+            page.get_by_role("button", name=t("Sign in")).click()
 
             # Overview: counts and the rows-per-day chart with the cutoff rule
-            page.get_by_role("heading", name="Overview", level=1).wait_for()
-            expect(_metric(page, "Total rows")).to_have_text("2,000")
+            page.get_by_role("heading", name=t("Overview"), level=1).wait_for()
+            expect(_metric(page, t("Total rows"))).to_have_text("2,000")
             expect(page.locator(".vega-embed").first).to_be_visible()
             expect(page.locator(".vega-embed canvas, .vega-embed svg").first).to_be_visible()
-            _shot(page, "overview")
+            if lang == "ko":  # times in the display zone, with its abbreviation
+                expect(page.locator('[data-testid="stCaptionContainer"]').filter(has_text="KST").first).to_be_visible()
+            shot("overview")
 
             # Preview a cutoff of 45 days: the page's count is core's count
-            _open(page, "Preview")
-            days = page.get_by_label("Archive and delete rows older than (days)", exact=True)
+            _open(page, t("Preview"))
+            days = page.get_by_label(t("Archive and delete rows older than (days)"), exact=True)
             days.fill("45")
             days.press("Enter")
             expected = preview(settings, retention_days=45).rows_to_delete
-            expect(_metric(page, "Rows to archive and delete")).to_have_text(f"{expected:,}")
+            expect(_metric(page, t("Rows to archive and delete"))).to_have_text(f"{expected:,}")
             expect(page.locator('[data-testid="stDataFrame"]')).to_be_visible()
-            _shot(page, "preview")
+            shot("preview")
 
             # Run Cleanup with the same cutoff, confirm in the dialog, watch it finish
-            page.get_by_role("link", name="Continue to Run Cleanup with this cutoff").click()
-            page.get_by_role("heading", name="Run Cleanup", level=1).wait_for()
-            expect(page.get_by_label("Archive and delete rows older than (days)", exact=True)).to_have_value("45")
-            page.get_by_role("button", name="Run Cleanup").click()
+            page.get_by_role("link", name=t("Continue to Run Cleanup with this cutoff")).click()
+            page.get_by_role("heading", name=t("Run Cleanup"), level=1).wait_for()
+            expect(page.get_by_label(t("Archive and delete rows older than (days)"), exact=True)).to_have_value("45")
+            page.get_by_role("button", name=t("Run Cleanup")).click()
             dialog = page.get_by_role("dialog")
-            expect(dialog).to_contain_text(f"Archive {expected:,} rows")
-            _shot(page, "run-cleanup-confirm")
-            dialog.get_by_role("button", name=f"Archive and delete {expected:,} rows").click()
-            expect(page.get_by_text("Cleanup finished")).to_be_visible(timeout=60_000)
-            expect(_metric(page, "Rows deleted")).to_have_text(f"{expected:,}")
-            _shot(page, "run-cleanup-done")
+            expect(dialog).to_contain_text(nt("Archive and delete {rows} row", "Archive and delete {rows} rows", expected).format(rows=f"{expected:,}"))
+            shot("run-cleanup-confirm")
+            dialog.get_by_role("button", name=nt("Archive and delete {rows} row", "Archive and delete {rows} rows", expected).format(rows=f"{expected:,}")).click()
+            expect(page.get_by_text(t("Cleanup finished."))).to_be_visible(timeout=60_000)
+            expect(_metric(page, t("Rows deleted"))).to_have_text(f"{expected:,}")
+            shot("run-cleanup-done")
 
             # Backups: download the new file; its bytes hash to the manifest's sha256
-            _open(page, "Backups")
+            _open(page, t("Backups"))
             manifests = sorted(Path(settings.backup_dir).glob("*.manifest.json"))
             assert len(manifests) == 1
             manifest = json.loads(manifests[0].read_text())
             assert manifest["rows"] == expected
             data_name = manifests[0].name.replace(".manifest.json", ".csv.gz")
-            expect(page.get_by_role("combobox", name="Backup")).to_have_value(data_name)
-            page.get_by_role("button", name="Verify").click()
-            expect(page.get_by_text(f"{data_name} verifies")).to_be_visible()
-            _shot(page, "backups")
+            expect(page.get_by_role("combobox", name=t("Backup"))).to_have_value(data_name)
+            page.get_by_role("button", name=t("Verify")).click()
+            expect(page.get_by_text(nt("{name} verifies: {n} row, SHA-256 matches the manifest.", "{name} verifies: {n} rows, SHA-256 matches the manifest.", expected).format(name=data_name, n=f"{expected:,}"))).to_be_visible()
+            shot("backups")
             with page.expect_download() as info:
-                page.get_by_role("button", name="Download backup").click()
+                page.get_by_role("button", name=t("Download backup")).click()
             download = info.value
             saved = tmp_path / download.suggested_filename
             download.save_as(saved)
@@ -182,12 +207,13 @@ def test_sign_in_preview_run_cleanup_and_download_the_verified_backup(server, tm
             assert hashlib.sha256(saved.read_bytes()).hexdigest() == manifest["sha256"]
 
             # History and Settings, for the record (and the screenshots)
-            _open(page, "History")
+            _open(page, t("History"))
             expect(page.locator('[data-testid="stDataFrame"]')).to_be_visible()
-            _shot(page, "history")
-            _open(page, "Settings")
-            expect(page.get_by_text("Connected to:")).to_be_visible()
+            shot("history")
+            _open(page, t("Settings"))
+            expect(page.get_by_text(t("**Connected to:** `{url}`").split("`")[0].strip("* "))).to_be_visible()
             assert PASSWORD not in page.content()
-            _shot(page, "settings")
+            shot("settings")
+            assert hosts <= {"localhost", "127.0.0.1", "data", "blob"}, hosts
         finally:
             browser.close()
