@@ -11,7 +11,7 @@ the anchor, so two thirds are older than a 30-day cutoff); messages of varying l
 CR LF and LF, emoji), 1% empty and 1% NULL; JSON meta (10% NULL); some NULL user ids;
 token counts NULL for user turns. An index on created_at, primary key id.
 
-Calibrated on the table of the anchor measurements behind issue 6 (MEASURED.md: 465 MB of CSV and 138 MB of gzip
+Calibrated on the table of the anchor measurements behind issue 6 (docs/benchmarks.md: 465 MB of CSV and 138 MB of gzip
 level 1 for 666k rows): ~700 bytes per CSV row, gzip level 1 ratio ~0.29. Row shape
 matters: the naive path costs per row, COPY and gzip per byte (see docs/benchmarks.md).
 """
@@ -41,7 +41,7 @@ EN_COMMON = ("the a to and of I you it is in for that on my this with can be wha
 EN_SYL = ["con", "ver", "ing", "ment", "pro", "re", "de", "tion", "al", "er", "in", "com", "ex", "ly", "pre",
           "ate", "ble", "ist", "ous", "ive", "sta", "tra", "ple", "mis", "un", "for", "per", "ca", "lo", "mi"]
 EXTRAS = [", ", ", ", ". ", "? ", "! ", ' "', '" ', "'", "\n", "\r\n", " 😊", " 🎉", " 🙏", " 🐛", ": ", " (", ") "]
-KOREAN_WORDS = 0.15  # share of Korean words: ~400 chars are ~480 UTF-8 bytes, as in MEASURED.md's table
+KOREAN_WORDS = 0.15  # share of Korean words: ~400 chars are ~480 UTF-8 bytes, as in the anchor table (docs/benchmarks.md)
 PHRASES, PHRASE_SHARE = 300, 0.25
 
 
@@ -50,7 +50,7 @@ def message_pool(rnd: random.Random, n: int) -> list[str]:
 
     English words with Korean words and phrases mixed in (97% of messages hold Korean),
     commas, quotes, CR LF and LF, emoji. Words follow a Zipf-like law, as in chat text.
-    Calibrated on MEASURED.md's table: ~700 bytes per CSV row, gzip level 1 ratio ~0.3.
+    Calibrated on the anchor table (docs/benchmarks.md): ~700 bytes per CSV row, gzip level 1 ratio ~0.3.
     """
     ko = ["".join(rnd.choice(KO_SYL) for _ in range(rnd.randint(1, 3))) for _ in range(1500)]
     en = EN_COMMON + ["".join(rnd.choice(EN_SYL) for _ in range(rnd.randint(1, 3))) for _ in range(1500)]

@@ -4,13 +4,13 @@ into the run's backup and dropped; the straddling and default partitions go thro
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
 from core import preview, restore_backup, run_cleanup, verify_backup
 from core.errors import BadSetting, RestoreError
 from core.models import RunStatus
+from tests.support.databases import IN_CI
 from tests.support.partitioned import (
     CUTOFF,
     MONTHS,
@@ -126,7 +126,7 @@ def _partman(url: str) -> None:
     """The log table managed by pg_partman 4.7 (native, monthly from January 2024, its default partition)."""
     available = sql(url, "SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_partman'")[0][0][0]
     if not available:
-        if os.environ.get("CI"):
+        if IN_CI:
             pytest.fail("CI=true requires pg_partman (scripts/test.sh installs postgresql-15-partman)")
         pytest.skip("pg_partman is not installed")
     sql(url, "CREATE SCHEMA partman", "CREATE EXTENSION pg_partman SCHEMA partman",

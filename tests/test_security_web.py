@@ -34,7 +34,7 @@ from streamlit.testing.v1 import AppTest
 from core import demo_data, load_settings, run_cleanup
 from core.config import Settings
 from tests.support import ROOT
-from tests.support.processes import launch_console
+from tests.support.processes import CHROMIUM, launch_console, need_chromium
 from ui import downloads
 from web import guard
 from web.guard import FailureLimiter, HostPolicy, host_name, is_loopback, trusted_hosts
@@ -43,7 +43,6 @@ TOKEN = "guard-test-token-" + uuid.uuid4().hex  # at least 16 characters
 PASSWORD = "guard-test-password-" + uuid.uuid4().hex[:8]  # at least 12
 REBIND = "rebind.attacker.example"
 TRUSTED = "console.internal.example"
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 
@@ -148,11 +147,6 @@ def open_server(demo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
     _stop(proc)
 
 
-def _need_chromium() -> None:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true requires {CHROMIUM} (apt-get install chromium)")
-        pytest.skip(f"{CHROMIUM} is not installed; browser check skipped")
 
 
 # ---------------------------------------------------------------------------
@@ -437,7 +431,7 @@ def _download_link(page) -> tuple[str, str]:
 
 
 def test_a_download_link_is_refused_to_a_rebinding_host_and_dies_with_its_session(open_server, demo):
-    _need_chromium()
+    need_chromium()
     from playwright.sync_api import sync_playwright
 
     s, (settings, _) = open_server, demo
@@ -466,7 +460,7 @@ def test_a_download_link_is_refused_to_a_rebinding_host_and_dies_with_its_sessio
 
 
 def test_a_download_link_is_refused_after_sign_out(start, demo):
-    _need_chromium()
+    need_chromium()
     from playwright.sync_api import sync_playwright
 
     settings, _ = demo

@@ -26,8 +26,8 @@ import pytest
 from core import demo_data, load_settings, preview
 from core.i18n import translations
 from tests.support import ROOT
+from tests.support.processes import CHROMIUM, need_chromium
 
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PASSWORD = "e2e-password-not-secret"
@@ -37,11 +37,6 @@ TAKE_SHOTS = os.environ.get("LRC_SCREENSHOTS") == "1"
 pytestmark = pytest.mark.e2e
 
 
-def _need_chromium() -> None:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true requires {CHROMIUM} (apt-get install chromium)")
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); browser test skipped")
 
 
 def _free_port() -> int:
@@ -61,7 +56,7 @@ def lang(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def server(tmp_path: Path, lang: str):
     """The dashboard on a SQLite demo database in ``lang``; yields (base URL, settings); stopped afterwards."""
-    _need_chromium()
+    need_chromium()
     settings = load_settings(
         {"database_url": f"sqlite:///{tmp_path / 'e2e.db'}", "backup_dir": str(tmp_path / "backups"),
          "batch_size": 100},

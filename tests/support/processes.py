@@ -18,6 +18,7 @@ import requests
 
 from core.config import Settings
 from tests.support import ROOT
+from tests.support.databases import IN_CI
 
 # ---------------------------------------------------------------------------
 # The CLI
@@ -175,3 +176,16 @@ def start_writer(settings: Settings, home: Path, seed: int, id_base: int,
             f"{str(log)!r}, {str(stop)!r}, {seed}, {id_base}, {max_id})")
     proc = subprocess.Popen([sys.executable, "-c", code], env=cli_env(settings), cwd=home)
     return proc, log, stop
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's chromium; never a downloaded browser build
+
+
+def need_chromium() -> None:
+    """Skip a browser test without Debian's chromium; under CI=true, fail instead."""
+    import pytest
+
+    if not Path(CHROMIUM).exists():
+        if IN_CI:
+            pytest.fail(f"CI=true requires {CHROMIUM} (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); browser test skipped")
