@@ -31,7 +31,7 @@ def _confirm_restore(settings: Settings) -> None:
                                     duration=human_duration(r.duration_s)))
     except RetentionError as exc:
         st.session_state[RESTORE_DONE] = ("error", _("Restore refused, the table is unchanged: {error}").format(
-            error=exc.one_line()))
+            error=exc.localized()))
     clear_caches()
 
 
@@ -79,7 +79,7 @@ def _verify(settings: Settings, b: BackupInfo) -> None:
                 scan = verify_stored(stored_backup(settings, b.name), b.name)
                 ok, rows, sha, problem = True, b.rows, scan.sha256, None
     except RetentionError as exc:
-        st.error(exc.one_line(), icon=":material/error:")
+        st.error(exc.localized(), icon=":material/error:")
         return
     where = "" if has(b, "local") else " " + _("(stored copy)")
     if ok:
@@ -117,7 +117,7 @@ def _expiry_preview(settings: Settings) -> None:
     try:
         old, kept = due(settings)
     except RetentionError as exc:
-        st.error(exc.one_line())
+        st.error(exc.localized())
         return
     if not old:
         st.caption(_("BACKUP_RETENTION_DAYS={days}: no backup is due to expire.").format(days=days))
@@ -144,7 +144,7 @@ if outcome:
 try:
     backups = cached_backups(settings)
 except (RetentionError, OSError) as exc:
-    st.error(exc.one_line() if isinstance(exc, RetentionError)
+    st.error(exc.localized() if isinstance(exc, RetentionError)
              else _("Cannot list {dir}: {error}").format(dir=settings.backup_dir, error=exc))
     st.stop()
 if not backups:
@@ -153,7 +153,7 @@ if not backups:
 try:
     here = current_source(settings)
 except RetentionError as exc:
-    st.error(exc.one_line(), icon=":material/error:")
+    st.error(exc.localized(), icon=":material/error:")
     st.stop()
 others = [b for b in backups if not b.error and not same_source(b.source, here)]
 if others:

@@ -19,7 +19,7 @@ st.title(_("History"))
 try:
     runs = list_history(settings, limit=LIMIT)
 except RetentionError as exc:
-    st.error(exc.one_line(), icon=":material/error:")
+    st.error(exc.localized(), icon=":material/error:")
     st.stop()
 if not runs:
     st.info(_("No cleanup of {table} has run yet.").format(table=settings.table), icon=":material/history:")

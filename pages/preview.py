@@ -15,12 +15,16 @@ st.title(_("Preview"))
 st.caption(_("Counts what a cleanup would archive and delete right now. Nothing is written or deleted here."))
 
 choice = cutoff_picker(settings)
+if choice is None:  # an invalid value: nothing is counted from it (the reason is under the field)
+    st.page_link("pages/run_cleanup.py", label=_("Continue to Run Cleanup with this cutoff"),
+                 icon=":material/arrow_forward:", disabled=True)
+    st.stop()
 try:
     p = preview(settings, **choice)
     estimate = estimate_backup_bytes(settings, rows=p.rows_to_delete)
     sample = preview_sample(settings, cutoff=p.cutoff, limit=10) if p.rows_to_delete else []
 except RetentionError as exc:
-    st.error(exc.one_line(), icon=":material/error:")
+    st.error(exc.localized(), icon=":material/error:")
     st.stop()
 
 for warning in p.warnings:

@@ -31,7 +31,7 @@ with c1:
         busy = cleanup_running(settings)
         st.markdown(_("**Cleanup lock:** ") + (_("held: a cleanup is running") if busy else _("free")))
     except RetentionError as exc:
-        st.error(exc.one_line(), icon=":material/error:")
+        st.error(exc.localized(), icon=":material/error:")
 with c2:
     st.subheader(_("Access"))
     st.markdown(_("**Dashboard login:** {mode}").format(mode=_(ACCESS.get(access_mode(), access_mode()))))
