@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -53,8 +54,8 @@ def lang(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture
-def server(tmp_path: Path, lang: str):
+@contextmanager
+def running_dashboard(tmp_path: Path, lang: str, *, rows: int = 2000, **env_extra: str):
     """The dashboard on a SQLite demo database in ``lang``; yields (base URL, settings); stopped afterwards."""
     need_chromium()
     settings = load_settings(
@@ -62,11 +63,11 @@ def server(tmp_path: Path, lang: str):
          "batch_size": 100},
         environ={}, env_file=None,
     )
-    demo_data(settings, rows=2000, days=90, seed=11)
+    demo_data(settings, rows=rows, days=90, seed=11)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DATABASE_", "LOG_", "BACKUP_"))}
     env.update(DATABASE_URL=settings.database_url, BACKUP_DIR=settings.backup_dir, CLEANUP_BATCH_SIZE="100",
-               DASHBOARD_PASSWORD=PASSWORD, PYTHONPATH=str(ROOT), **LANGUAGES[lang])
+               DASHBOARD_PASSWORD=PASSWORD, PYTHONPATH=str(ROOT), **LANGUAGES[lang], **env_extra)
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
@@ -95,6 +96,13 @@ def server(tmp_path: Path, lang: str):
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path, lang: str):
+    """:func:`running_dashboard` in ``lang`` (both languages)."""
+    with running_dashboard(tmp_path, lang) as running:
+        yield running
 
 
 def _shot(page, name: str, lang: str = "en") -> None:
