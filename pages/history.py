@@ -62,10 +62,11 @@ base = alt.Chart(chart).encode(
     tooltip=[alt.Tooltip("day:N", title=_("day ({zone})").format(zone=zone)), alt.Tooltip("runs:Q", title=_("runs")),
              alt.Tooltip("rows:Q", title=_("rows deleted"), format=","),
              alt.Tooltip("seconds:Q", title=_("seconds"), format=".1f")])
+st.caption(_("Rows deleted and time taken per day ({zone}), the runs shown below added up.").format(zone=zone))
 left, right = st.columns(2)
-left.altair_chart(base.mark_bar().encode(y=alt.Y("rows:Q", title=_("rows deleted per day"))).properties(height=200),
+left.altair_chart(base.mark_bar().encode(y=alt.Y("rows:Q", title=_("rows deleted"))).properties(height=200),
                   width="stretch")
-right.altair_chart(base.mark_line(point=True).encode(y=alt.Y("seconds:Q", title=_("duration per day (s)")))
+right.altair_chart(base.mark_line(point=True).encode(y=alt.Y("seconds:Q", title=_("duration (s)")))
                    .properties(height=200), width="stretch")
 
 st.dataframe(

@@ -65,6 +65,8 @@ st.caption(ngettext("The {n} oldest row that would go; long text is shortened to
                     "The {n} oldest rows that would go; long text is shortened to 120 characters.",
                     len(sample)).format(n=len(sample)))
 rows = pd.DataFrame(sample)
+if settings.timestamp_column in rows.columns:  # in the display zone with its abbreviation, as every time here
+    rows[settings.timestamp_column] = [timestamp(v) for v in rows[settings.timestamp_column]]
 first = [c for c in (rows.columns[0], settings.timestamp_column) if c in rows.columns]
 st.dataframe(rows, hide_index=True, width="stretch", column_order=[*first, *(c for c in rows.columns if c not in first)])
 

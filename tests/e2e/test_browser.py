@@ -170,6 +170,12 @@ def test_sign_in_preview_run_cleanup_and_download_the_verified_backup(server, la
             # Preview a cutoff of 45 days: the page's count is core's count
             _open(page, t("Preview"))
             days = page.get_by_label(t("Archive and delete rows older than (days)"), exact=True)
+            # an invalid value: its reason beside the field, no numbers, the way to Run Cleanup off
+            days.fill("99999")
+            days.press("Enter")
+            expect(page.get_by_text(t("must be at most {max} days (100 years)").format(max="36,500"))).to_be_visible()
+            expect(page.locator('[data-testid="stMetric"]')).to_have_count(0)
+            shot("preview-invalid")
             days.fill("45")
             days.press("Enter")
             expected = preview(settings, retention_days=45).rows_to_delete
@@ -180,8 +186,18 @@ def test_sign_in_preview_run_cleanup_and_download_the_verified_backup(server, la
             # Run Cleanup with the same cutoff, confirm in the dialog, watch it finish
             page.get_by_role("link", name=t("Continue to Run Cleanup with this cutoff")).click()
             page.get_by_role("heading", name=t("Run Cleanup"), level=1).wait_for()
-            expect(page.get_by_label(t("Archive and delete rows older than (days)"), exact=True)).to_have_value("45")
-            page.get_by_role("button", name=t("Run Cleanup")).click()
+            days = page.get_by_label(t("Archive and delete rows older than (days)"), exact=True)
+            expect(days).to_have_value("45")
+            run_button = page.get_by_role("button", name=t("Run Cleanup"))
+            for bad in ("-5", ""):  # typed invalid values turn the button off, with the reason beside the field
+                days.fill(bad)
+                days.press("Enter")
+                expect(run_button).to_be_disabled()
+            expect(page.get_by_text(t("Enter a number of days."))).to_be_visible()
+            days.fill("45")
+            days.press("Enter")
+            expect(run_button).to_be_enabled()
+            run_button.click()
             dialog = page.get_by_role("dialog")
             expect(dialog).to_contain_text(nt("Archive and delete {rows} row", "Archive and delete {rows} rows", expected).format(rows=f"{expected:,}"))
             shot("run-cleanup-confirm")
