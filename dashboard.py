@@ -14,20 +14,21 @@ and the browser test opens such a deep link first.
 import streamlit as st
 
 from core.i18n import _
-from ui.access import require_access
+from ui.access import require_access, return_to_requested_page
 from ui.layout import page_config, sidebar_connection
 
 page_config()
 require_access()
 sidebar_connection()
 
-st.navigation(
-    [
-        st.Page("pages/overview.py", title=_("Overview"), icon=":material/monitoring:", default=True),
-        st.Page("pages/preview.py", title=_("Preview"), icon=":material/preview:"),
-        st.Page("pages/run_cleanup.py", title=_("Run Cleanup"), icon=":material/delete_sweep:"),
-        st.Page("pages/backups.py", title=_("Backups"), icon=":material/archive:"),
-        st.Page("pages/history.py", title=_("History"), icon=":material/history:"),
-        st.Page("pages/settings.py", title=_("Settings"), icon=":material/settings:"),
-    ]
-).run()
+PAGES = [
+    st.Page("pages/overview.py", title=_("Overview"), icon=":material/monitoring:", default=True),
+    st.Page("pages/preview.py", title=_("Preview"), icon=":material/preview:"),
+    st.Page("pages/run_cleanup.py", title=_("Run Cleanup"), icon=":material/delete_sweep:"),
+    st.Page("pages/backups.py", title=_("Backups"), icon=":material/archive:"),
+    st.Page("pages/history.py", title=_("History"), icon=":material/history:"),
+    st.Page("pages/settings.py", title=_("Settings"), icon=":material/settings:"),
+]
+current = st.navigation(PAGES)
+return_to_requested_page(PAGES, current)
+current.run()

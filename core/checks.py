@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.engine import make_url
 
 from .errors import BadSetting
+from .i18n import N_
 from .masking import mask_url
 
 # A plain SQL name: what we accept for tables and columns from configuration.
@@ -32,12 +33,12 @@ def to_text(env: str, value: Any) -> str:  # noqa: ARG001 (every parser takes th
 
 def to_int(env: str, value: Any) -> int:
     if isinstance(value, bool):
-        raise BadSetting(env, value, "must be a whole number")
+        raise BadSetting(env, value, N_("must be a whole number"))
     if isinstance(value, int):
         return value
     text = str(value).strip().replace("_", "")
     if not re.fullmatch(r"[+-]?\d+", text):
-        raise BadSetting(env, value, "must be a whole number")
+        raise BadSetting(env, value, N_("must be a whole number"))
     return int(text)
 
 
@@ -45,7 +46,7 @@ def to_float(env: str, value: Any) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise BadSetting(env, value, "must be a number") from None
+        raise BadSetting(env, value, N_("must be a number")) from None
 
 
 def to_bool(env: str, value: Any) -> bool:
@@ -56,7 +57,7 @@ def to_bool(env: str, value: Any) -> bool:
         return True
     if text in {"0", "false", "no", "off"}:
         return False
-    raise BadSetting(env, value, "must be true or false")
+    raise BadSetting(env, value, N_("must be true or false"))
 
 
 PARSER_BY_TYPE: dict[type, Parser] = {bool: to_bool, int: to_int, float: to_float}
@@ -66,7 +67,7 @@ def check_identifier(setting: str, name: str) -> str:
     """``name`` if it is a plain SQL name, else BadSetting (never quoted into SQL)."""
     if not IDENTIFIER.match(name or ""):
         raise BadSetting(
-            setting, name, "must be a plain SQL name (letters, digits, _; not starting with a digit)"
+            setting, name, N_("must be a plain SQL name (letters, digits, _; not starting with a digit)")
         )
     return name
 
@@ -79,56 +80,67 @@ def between(low: float, high: float, why: str) -> Check:
     return check
 
 
-def check_days(env: str, days: int) -> None:
+MAX_DAYS = 36_500  # 100 years: more is a typo, not a retention (demo-data and BACKUP_RETENTION_DAYS agree)
+
+
+def check_days(env: str, days: Any) -> int:
+    """A number of days for a cutoff (``now − days``): a whole number from 0 to :data:`MAX_DAYS`.
+
+    The one rule for LOG_RETENTION_DAYS, ``--retention-days``, a policy's ``retention_days`` and the
+    dashboard's field. Returns ``days``; BadSetting (whose ``reason()`` a page shows) otherwise.
+    """
+    if isinstance(days, bool) or not isinstance(days, int):
+        raise BadSetting(env, days, N_("must be a whole number"))
     if days < 0:
-        raise BadSetting(env, days, "must be 0 or more days")
-    if days > 365_000:
-        raise BadSetting(env, days, "is more than 1000 years")
+        raise BadSetting(env, days, N_("must be 0 or more days"))
+    if days > MAX_DAYS:
+        raise BadSetting(env, days, N_("must be at most {max} days (100 years)"), max=f"{MAX_DAYS:,}")
+    return days
 
 
 def check_timeout(env: str, seconds: float) -> None:
     if not 0 < seconds <= 3600:
-        raise BadSetting(env, seconds, "must be between 0 and 3600 seconds")
+        raise BadSetting(env, seconds, N_("must be between 0 and 3600 seconds"))
 
 
 def check_table(env: str, table: str) -> None:
     parts = table.split(".")
     if len(parts) > 2:
-        raise BadSetting(env, table, "must be table or schema.table")
+        raise BadSetting(env, table, N_("must be table or schema.table"))
     for part in parts:
         check_identifier(env, part)
 
 
 def check_not_empty(env: str, value: str) -> None:
     if not value:
-        raise BadSetting(env, value, "must not be empty")
+        raise BadSetting(env, value, N_("must not be empty"))
 
 
 def check_database_url(env: str, url: str) -> None:
     try:
         backend = make_url(url).get_backend_name()
     except Exception:  # noqa: BLE001 (any parse failure is the same bad setting)
-        raise BadSetting(env, mask_url(url), "is not a SQLAlchemy URL") from None
+        raise BadSetting(env, mask_url(url), N_("is not a SQLAlchemy URL")) from None
     if backend not in {"sqlite", "postgresql"}:
-        raise BadSetting(env, mask_url(url), "must be sqlite:// or postgresql://")
+        raise BadSetting(env, mask_url(url), N_("must be sqlite:// or postgresql://"))
 
 
 def check_zone(env: str, zone: str | None) -> None:
     try:
         ZoneInfo(zone) if zone is not None else None
     except (ZoneInfoNotFoundError, ValueError):
-        raise BadSetting(env, zone, "is not an IANA time zone name (e.g. Asia/Seoul, UTC)") from None
+        raise BadSetting(env, zone, N_("is not an IANA time zone name (e.g. Asia/Seoul, UTC)")) from None
 
 
 def check_language(env: str, value: str) -> None:
     if value not in ("en", "ko"):
-        raise BadSetting(env, value, "must be en or ko")
+        raise BadSetting(env, value, N_("must be en or ko"))
 
 
 def check_dependents(env: str, value: str) -> None:
     if value != "refuse":  # "archive" (dependents archived with their parents) is planned
-        raise BadSetting(env, value, "archive is planned, not available yet; must be refuse"
-                         if value == "archive" else "must be refuse")
+        raise BadSetting(env, value, N_("archive is planned, not available yet; must be refuse")
+                         if value == "archive" else N_("must be refuse"))
 
 
 def min_length(chars: int) -> Check:
@@ -136,7 +148,8 @@ def min_length(chars: int) -> Check:
 
     def check(env: str, value: str | None) -> None:
         if value and len(value) < chars:
-            raise BadSetting(env, None, f"is shorter than {chars} characters; generate one with {GENERATE_SECRET}")
+            raise BadSetting(env, None, N_("is shorter than {chars} characters; generate one with {command}"),
+                             chars=chars, command=GENERATE_SECRET)
 
     return check
 
@@ -144,4 +157,4 @@ def min_length(chars: int) -> Check:
 def check_ms(env: str, value: float | None) -> None:
     """A duration in milliseconds: 0 or more, at most a day (unset: None)."""
     if value is not None and not 0 <= value <= 86_400_000:
-        raise BadSetting(env, value, "must be 0 or more (and at most a day)")
+        raise BadSetting(env, value, N_("must be 0 or more (and at most a day)"))

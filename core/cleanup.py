@@ -50,6 +50,7 @@ from .errors import (
     RetentionError,
     map_exceptions,
 )
+from .i18n import N_
 from .identity import TableIdentity
 from .models import NotifyStatus, Progress, RunResult, RunStatus, Trigger, utcnow
 from .notify import notify_run
@@ -240,8 +241,8 @@ class Run:
                     history.update_run(self.engine, self.info.schema, result.run_id,
                                        notes="\n".join(result.notes + after))
         except DatabaseError as exc:  # outside a batch: disk full, connection lost
-            raise CleanupFailed(f"cleanup of {self.table} stopped: database error: {exc.one_line()}; "
-                                "the next run recovers anything unfinished", run_id=self.run_id) from None
+            raise CleanupFailed(N_("cleanup of {table} stopped: {error}; the next run recovers anything unfinished"),
+                                run_id=self.run_id, table=self.table, error=exc.msg) from None
         finally:
             conn.close()
         result = dataclasses.replace(result, recovered_runs=tuple(r.run_id for r in recovered),

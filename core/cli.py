@@ -19,9 +19,10 @@ import traceback
 from typing import Any, Sequence
 
 from . import backup, cleanup, demo, i18n, multirun, notify, policies
-from .config import SPECS, Settings, load_settings
+from .checks import check_days, to_int
+from .config import SPECS, Settings, language_of_sources, load_settings
 from .errors import BadSetting, CleanupFailed, RetentionError
-from .i18n import _, ngettext
+from .i18n import N_, _, ngettext
 from .masking import install_log_redaction, redact
 from .models import NotifyStatus, PoliciesResult, RunResult, RunStatus, to_jsonable
 from .present import (
@@ -137,7 +138,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> None:
     ))
     if r.status == RunStatus.FAILED:
         _print(args, r, "")
-        raise CleanupFailed(f"cleanup of {r.table} failed: {r.error} (run {r.run_id})", run_id=r.run_id)
+        raise CleanupFailed(N_("cleanup of {table} failed: {error} (run {run})"), run_id=r.run_id, table=r.table,
+                            error=r.error, run=r.run_id)
     quiet = not (args.verbose or sys.stdout.isatty())
     _print(args, r, "" if quiet else _run_text(r))
 
@@ -253,13 +255,11 @@ def _cutoff_args(p: argparse.ArgumentParser) -> None:
 
 
 def _days(text: str) -> int:
+    """``--retention-days``: the rule of LOG_RETENTION_DAYS (core.checks.check_days)."""
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--retention-days must be a whole number, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"--retention-days must be 0 or more, not {value}")
-    return value
+        return check_days("--retention-days", to_int("--retention-days", text))
+    except BadSetting as exc:
+        raise argparse.ArgumentTypeError(exc.one_line()) from None
 
 
 def _positive(text: str) -> int:
@@ -353,6 +353,16 @@ def _traceback() -> str:
     return redact(traceback.format_exc())
 
 
+def _error_line(args: argparse.Namespace, exc: RetentionError) -> str:
+    """One line for stderr: in APP_LANGUAGE for a person (even when the settings did not load), English
+    under ``--json`` (what scripts read)."""
+    if args.json:
+        return f"error: {exc.one_line()}\n"
+    language = language_of_sources(env_file=args.env_file)
+    with i18n.use(language=language):
+        return _("error: {message}").format(message=exc.localized()) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (0 done, 1 failed, 2 bad usage or setting, 3 locked)."""
     args = build_parser().parse_args(argv)
@@ -363,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args, settings)
         return 0
     except RetentionError as exc:  # the one place a library error becomes the CLI's
-        sys.stderr.write(_traceback() if args.debug else f"error: {exc.one_line()}\n")
+        sys.stderr.write(_traceback() if args.debug else _error_line(args, exc))
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted; the next run recovers anything unfinished\n")

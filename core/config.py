@@ -44,6 +44,7 @@ from .checks import (
 )
 from .envfile import read_env_file
 from .errors import BadSetting
+from .i18n import N_
 from .masking import mask_url, remember, url_secrets
 from .storeconf import check_backup_days, check_bool, check_store
 
@@ -246,6 +247,18 @@ def read_sources(
     return raw
 
 
+def language_of_sources(
+    *, env_file: str | os.PathLike[str] | None = ENV_FILE, secrets_files: Iterable[str | os.PathLike[str]] = (),
+) -> str | None:
+    """APP_LANGUAGE from the sources, when valid, even if another setting is bad: the language
+    in which that other setting's refusal is shown. None when unset or invalid. Reads files."""
+    try:
+        value = str(read_sources(env_file=env_file, secrets_files=secrets_files).get("APP_LANGUAGE", "")).strip()
+    except (OSError, ValueError, BadSetting):  # an unreadable file: its own refusal follows, in English
+        return None
+    return value if value in ("en", "ko") else None
+
+
 def load_settings(
     overrides: Mapping[str, Any] | None = None,
     *,
@@ -294,6 +307,6 @@ def _check_together(s: Settings) -> None:
     if url.get_backend_name() != "sqlite":
         return
     if "." in s.table:
-        raise BadSetting("LOG_TABLE", s.table, "schema.table is only supported on PostgreSQL")
+        raise BadSetting("LOG_TABLE", s.table, N_("schema.table is only supported on PostgreSQL"))
     if url.database in (None, "", ":memory:"):
-        raise BadSetting("DATABASE_URL", s.database_url, "SQLite needs a database file, not :memory:")
+        raise BadSetting("DATABASE_URL", s.database_url, N_("SQLite needs a database file, not :memory:"))

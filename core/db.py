@@ -23,11 +23,12 @@ from sqlalchemy.sql import sqltypes
 
 from .config import Settings, mask_url
 from .errors import BadSetting, DatabaseUnavailable, LockHeld
+from .i18n import N_
 from .identity import TableIdentity, postgres_identity, sqlite_identity, sqlite_lock_path
 
 log = logging.getLogger(__name__)
 
-NO_SUCH_TABLE = "no such table in the database (to try the tool: ./scripts/lrc demo-data creates it with demo rows)"
+NO_SUCH_TABLE = N_("no such table in the database (to try the tool: ./scripts/lrc demo-data creates it with demo rows)")
 
 _ENGINES: dict[str, Engine] = {}
 
@@ -113,7 +114,7 @@ def check_connection(settings: Settings) -> Engine:
         path = make_url(settings.database_url).database or ""
         parent = Path(path).resolve().parent
         if not parent.is_dir():
-            raise DatabaseUnavailable(mask_url(settings.database_url), f"folder {parent} does not exist")
+            raise DatabaseUnavailable(mask_url(settings.database_url), N_("folder {folder} does not exist"), folder=str(parent))
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
@@ -166,16 +167,16 @@ def describe_table(settings: Settings, engine: Engine | None = None) -> TableInf
     names = [c.name for c in columns]
     ts = settings.timestamp_column
     if ts not in names:
-        raise BadSetting("LOG_TIMESTAMP_COLUMN", ts, f"no such column in {settings.table}")
+        raise BadSetting("LOG_TIMESTAMP_COLUMN", ts, N_("no such column in {table}"), table=settings.table)
     ts_type = next(c["type"] for c in cols if c["name"] == ts)
     if not any(t in str(ts_type).upper() for t in TIMESTAMP_TYPES) and engine.dialect.name != "sqlite":
-        raise BadSetting("LOG_TIMESTAMP_COLUMN", ts, f"is {ts_type}, not a timestamp")
+        raise BadSetting("LOG_TIMESTAMP_COLUMN", ts, N_("is {type}, not a timestamp"), type=str(ts_type))
     pk = insp.get_pk_constraint(name, schema=schema).get("constrained_columns") or []
     if not pk:
         raise BadSetting(
             "LOG_TABLE",
             settings.table,
-            "needs a primary key: rows are deleted exactly by key, and this table has none",
+            N_("needs a primary key: rows are deleted exactly by key, and this table has none"),
         )
     indexed = any(
         (ix.get("column_names") or [None])[0] == ts for ix in insp.get_indexes(name, schema=schema)

@@ -12,33 +12,87 @@ table :data:`FOREIGN_ERRORS`, so the rest of the core catches only its own vocab
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from .i18n import N_
 from .masking import redact
 
 
+@dataclass(frozen=True)
+class Msg:
+    """A piece of an error message: an English template (a catalog message id) and its named parameters.
+
+    A parameter may itself be a :class:`Msg` (a setting's reason inside "NAME = value: reason").
+    Without parameters the template is used as it is (it may then hold braces).
+    """
+
+    template: str
+    params: Mapping[str, object] = field(default_factory=dict)
+
+    def render(self, translate: Callable[[str], str] = str) -> str:
+        """The text, each template passed through ``translate`` first (``str``: English)."""
+        text = translate(self.template)
+        if not self.params:
+            return text
+        return text.format(**{k: v.render(translate) if isinstance(v, Msg) else v for k, v in self.params.items()})
+
+
 class RetentionError(Exception):
-    """Base of every expected failure. ``exit_code``: 1 failed, 2 usage/configuration, 3 locked."""
+    """Base of every expected failure. ``exit_code``: 1 failed, 2 usage/configuration, 3 locked.
+
+    The message is a template with named parameters (:class:`Msg`): ``str(exc)`` and
+    :meth:`one_line` are English (logs, history rows, JSON and HTTP bodies); :meth:`localized`
+    is the same line in the active language, for what a person reads (CLI human output, pages).
+    """
 
     exit_code = 1
 
+    def __init__(self, template: str = "", /, **params: object) -> None:
+        self.msg = Msg(template, params)
+        super().__init__(self.msg.render())
+
     def one_line(self) -> str:
-        """The message on a single line, secrets redacted, for stderr, logs, HTTP bodies and the history table."""
+        """The message on a single line, in English, secrets redacted: stderr under --json, logs, HTTP bodies,
+        the history table."""
         return redact(" ".join(str(self).split()))
+
+    def localized(self) -> str:
+        """:meth:`one_line` in the active language (core.i18n), for the CLI's human output and the dashboard."""
+        from .i18n import _
+
+        return redact(" ".join(self.msg.render(_).split()))
+
+    def _reword(self, template: str, **params: object) -> None:
+        """Replace the message (a subclass that words its parent's data differently)."""
+        self.msg = Msg(template, params)
+        self.args = (self.msg.render(),)
 
 
 class BadSetting(RetentionError):
-    """A setting or argument is invalid; nothing was read or written."""
+    """A setting or argument is invalid; nothing was read or written.
+
+    ``why`` is an English template (marked with ``N_`` where it is common, so it has a
+    translation) and ``params`` its parameters; :meth:`reason` is it in the active language,
+    for a page that shows it beside the field the value was typed into.
+    """
 
     exit_code = 2
 
-    def __init__(self, name: str, value: object, why: str) -> None:
-        self.name, self.value, self.why = name, value, why
+    def __init__(self, name: str, value: object, why: str, **params: object) -> None:
+        self.name, self.value, self.why_msg = name, value, Msg(why, params)
+        self.why = self.why_msg.render()
         shown = "" if value is None else f" = {value!r}"
-        super().__init__(f"{name}{shown}: {why}")
+        super().__init__("{name}{shown}: {why}", name=name, shown=shown, why=self.why_msg)
+
+    def reason(self) -> str:
+        """What is wrong with the value, without the setting's name, in the active language."""
+        from .i18n import _
+
+        return self.why_msg.render(_)
 
 
 class DatabaseUnavailable(RetentionError):
@@ -46,9 +100,9 @@ class DatabaseUnavailable(RetentionError):
 
     exit_code = 2
 
-    def __init__(self, url_masked: str, why: str) -> None:
-        self.url_masked, self.why = url_masked, why
-        super().__init__(f"DATABASE_URL = {url_masked}: cannot connect: {why}")
+    def __init__(self, url_masked: str, why: str, **params: object) -> None:
+        self.url_masked, self.why = url_masked, Msg(why, params).render()
+        super().__init__(N_("DATABASE_URL = {url}: cannot connect: {why}"), url=url_masked, why=Msg(why, params))
 
 
 class LockHeld(RetentionError):
@@ -58,7 +112,7 @@ class LockHeld(RetentionError):
 
     def __init__(self, table: str) -> None:
         self.table = table
-        super().__init__(f"another cleanup of {table} is running; nothing was changed")
+        super().__init__(N_("another cleanup of {table} is running; nothing was changed"), table=table)
 
 
 class DependentRowsRefused(RetentionError):
@@ -68,15 +122,15 @@ class DependentRowsRefused(RetentionError):
 
     def __init__(self, table: str, why: str) -> None:
         self.table, self.why = table, why
-        super().__init__(f"cleanup of {table} refused: {why}")
+        super().__init__(N_("cleanup of {table} refused: {why}"), table=table, why=Msg(why))
 
 
 class CleanupFailed(RetentionError):
     """A cleanup stopped. Rows already deleted are in a backup that verifies."""
 
-    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+    def __init__(self, template: str, *, run_id: str | None = None, **params: object) -> None:
         self.run_id = run_id
-        super().__init__(message)
+        super().__init__(template, **params)
 
 
 class DatabaseError(RetentionError):
@@ -110,7 +164,8 @@ class BackupMismatch(RetentionError):
 
     def __init__(self, path: str, what: str, expected: object, actual: object) -> None:
         self.path, self.what, self.expected, self.actual = path, what, expected, actual
-        super().__init__(f"{path}: {what} is {actual}, manifest says {expected}")
+        super().__init__(N_("{path}: {what} is {actual}, manifest says {expected}"), path=path, what=Msg(what),
+                         actual=_as_msg(actual), expected=_as_msg(expected))
 
     @property
     def problem(self) -> str:
@@ -124,13 +179,24 @@ class BackupMismatch(RetentionError):
         return f"{self.what} is {self.actual}, expected {self.expected}"
 
 
+# The parts of BackupMismatch messages that are words, not values: translated when shown.
+_WORDS = (N_("the file"), N_("the backup file"), N_("the backup"), N_("the manifest"), N_("row count"),
+          N_("length"), N_("complete"), N_("present"), N_("missing"), N_("a regular file"), N_("a symbolic link"),
+          N_("matching its manifest"), N_("valid JSON"), N_("a valid manifest"))
+
+
+def _as_msg(value: object) -> object:
+    """A word of :data:`_WORDS` as a translatable Msg; any other value as it is."""
+    return Msg(value) if isinstance(value, str) and value in _WORDS else value
+
+
 class BadManifest(BackupMismatch):
     """A manifest is unreadable or malformed (a bad field, not JSON, a symbolic link, too large)."""
 
     def __init__(self, path: str, why: str) -> None:
         super().__init__(path, "the manifest", "a valid manifest", why)
         self.why = why
-        self.args = (f"{path}: manifest refused: {why}",)
+        self._reword(N_("{path}: manifest refused: {why}"), path=path, why=Msg(why))
 
     @property
     def problem(self) -> str:
@@ -142,9 +208,9 @@ class BackupNotFound(RetentionError):
 
     exit_code = 2
 
-    def __init__(self, name: str, why: str) -> None:
-        self.name, self.why = name, why
-        super().__init__(f"backup {name!r}: {why}")
+    def __init__(self, name: str, why: str, **params: object) -> None:
+        self.name, self.why = name, Msg(why, params).render()
+        super().__init__(N_("backup {name}: {why}"), name=repr(name), why=Msg(why, params))
 
 
 class RestoreError(RetentionError):
@@ -183,6 +249,10 @@ def _driver_errors() -> tuple[type[BaseException], ...]:
     return (sqlite3.Error, psycopg2.Error)
 
 
+# How a translated foreign error reads ("{error}": the driver's or the OS's own words, untranslated).
+_FOREIGN_TEMPLATE = {StorageError: N_("cannot read or write a file: {error}"),
+                     DatabaseError: N_("database error: {error}")}
+
 # Foreign class -> own class, first match wins. The one table of its kind in the core.
 FOREIGN_ERRORS: tuple[tuple[tuple[type[BaseException], ...], type[RetentionError]], ...] = (
     (_privilege_errors(), PermissionDenied),
@@ -204,7 +274,7 @@ def translate(exc: BaseException) -> RetentionError | None:
     orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
     for foreign, own in FOREIGN_ERRORS:
         if isinstance(exc, foreign) or isinstance(orig, foreign):
-            return own(describe(exc))
+            return own(_FOREIGN_TEMPLATE.get(own, "{error}"), error=describe(exc))
     return None
 
 

@@ -43,7 +43,7 @@ class BadPolicy(BadSetting):
 
     def __init__(self, path: str, where: str, why: str) -> None:
         super().__init__(FILE_SETTING, None, why)
-        self.args = (f"{FILE_SETTING} {path}: {where}: {why}",)
+        self._reword("{setting} {path}: {where}: {why}", setting=FILE_SETTING, path=path, where=where, why=self.why_msg)
 
 
 @dataclass(frozen=True)

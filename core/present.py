@@ -7,10 +7,11 @@ Slack adds its own markup (mrkdwn escaping, Block Kit) around these plain texts.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
-from .i18n import N_, _, ngettext, number, time_text
+from .i18n import N_, _, ngettext, number, time_text, to_display
 from .models import RunResult, RunStatus
 
 # Said of every failed run: the invariant the batch protocol guarantees (docs/design.md).
@@ -199,3 +200,23 @@ def space_sentence(r: RunResult) -> str | None:
     elif r.dead_tuples or r.free_bytes:
         text += " " + _("(VACUUM, or CLEANUP_VACUUM=true, makes it reusable or gives it back)")
     return text + "."
+
+
+@dataclass(frozen=True)
+class RunDay:
+    """The runs that started on one day of the display zone: how many, rows deleted, seconds taken."""
+
+    day: date
+    runs: int
+    rows_deleted: int
+    seconds: float
+
+
+def runs_per_day(runs: Iterable[RunResult]) -> list[RunDay]:
+    """Runs grouped by the day they started on in the display zone (DISPLAY_TIMEZONE or the session's
+    choice; not the UTC day), oldest day first: what History's per-day chart shows."""
+    days: dict[date, list[RunResult]] = {}
+    for r in runs:
+        days.setdefault(to_display(r.started_at).date(), []).append(r)
+    return [RunDay(d, len(rs), sum(r.rows_deleted for r in rs), sum(r.duration_s or 0.0 for r in rs))
+            for d, rs in sorted(days.items())]

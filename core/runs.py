@@ -41,7 +41,8 @@ class TrackedRun:
     rows_done: int = 0
     rows_total: int = 0
     result: RunResult | None = None
-    error: str | None = None  # RetentionError.one_line(), or what a crash was
+    error: str | None = None  # RetentionError.one_line() (English, as JSON carries it), or what a crash was
+    exception: RetentionError | None = None  # the refusal itself, for a page to show in its language
     done: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -64,7 +65,7 @@ class TrackedRun:
             log.info("%s run %s finished: %s, %d rows deleted, Slack %s", self.trigger, outcome.run_id,
                      outcome.status, outcome.rows_deleted, outcome.notification)
         elif isinstance(outcome, RetentionError):
-            self.error = outcome.one_line()
+            self.error, self.exception = outcome.one_line(), outcome
         else:
             self.error = f"unexpected error ({type(outcome).__name__}); see the server log"
         self.done.set()

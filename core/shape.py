@@ -25,6 +25,7 @@ from sqlalchemy.sql import sqltypes
 from .config import Settings
 from .db import TableInfo
 from .errors import BadSetting, PermissionDenied
+from .i18n import N_
 from .timefmt import SqliteTsFormat, as_utc, parse_db_timestamp, sqlite_cutoff
 
 ZONE_SETTING = "LOG_TIMESTAMP_TIMEZONE"
@@ -88,9 +89,10 @@ def check_can_clean(engine: Engine, info: TableInfo) -> None:
             "has_table_privilege(CAST(%(t)s AS regclass), 'DELETE')", {"t": table}).one()
     missing = [p for p, ok in zip(("SELECT", "DELETE"), row[1:], strict=True) if not ok]
     if missing:
-        raise PermissionDenied(f"role {row[0]!r} lacks the {' and '.join(missing)} privilege on "
-                               f"{info.display_name} that a cleanup needs (GRANT {', '.join(missing)} ON "
-                               f"{info.display_name} TO {row[0]})")
+        raise PermissionDenied(N_("role {role} lacks the {privileges} privilege on {table} that a cleanup needs "
+                                  "(GRANT {grant} ON {table} TO {user})"), role=repr(row[0]),
+                               privileges=" and ".join(missing), table=info.display_name,
+                               grant=", ".join(missing), user=row[0])
 
 
 # ---------------------------------------------------------------------------

@@ -94,7 +94,8 @@ def preview_sample(
     settings: Settings, *, cutoff: datetime, limit: int = 10, max_chars: int = 120,
     engine: Engine | None = None, info: TableInfo | None = None,
 ) -> list[dict[str, Any]]:
-    """The oldest ``limit`` affected rows, long text shortened to ``max_chars``. Read-only."""
+    """The oldest ``limit`` affected rows, long text shortened to ``max_chars``; the timestamp column as aware
+    UTC (a zone-less column read in the table's zone), so a page can show it in the display zone. Read-only."""
     engine, info = _context(settings, engine, info)
     limit = max(1, min(int(limit), 100))
     with engine.connect() as conn:
@@ -107,7 +108,9 @@ def preview_sample(
     for r in rows:
         item = {}
         for k, v in r.items():
-            if isinstance(v, (dict, list)):
+            if k == info.timestamp_column:
+                v = ts_to_utc(info, v)
+            elif isinstance(v, (dict, list)):
                 v = str(v)
             if isinstance(v, str) and len(v) > max_chars:
                 v = v[: max_chars - 1] + "…"

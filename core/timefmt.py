@@ -14,7 +14,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from .checks import check_days
 from .errors import BadSetting
+from .i18n import N_
 from .models import utcnow
 
 _D = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]"
@@ -28,13 +30,13 @@ def parse_cutoff(text: str, *, setting: str = "--cutoff") -> datetime:
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
     except ValueError:
-        raise BadSetting(setting, text, "is not an ISO 8601 timestamp (e.g. 2026-01-31T00:00:00Z)") from None
+        raise BadSetting(setting, text, N_("is not an ISO 8601 timestamp (e.g. 2026-01-31T00:00:00Z)")) from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     try:
         return value.astimezone(UTC)
     except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
-        raise BadSetting(setting, text, "is out of range (years 1 to 9999 in UTC)") from None
+        raise BadSetting(setting, text, N_("is out of range (years 1 to 9999 in UTC)")) from None
 
 
 def cutoff_for_days(days: int, now: datetime | None = None, zone: str = "UTC") -> datetime:
@@ -53,19 +55,14 @@ def resolve_cutoff(
     """
     now = now or utcnow()
     if cutoff is not None and retention_days is not None:
-        raise BadSetting("--cutoff", str(cutoff), "give either --cutoff or --retention-days, not both")
+        raise BadSetting("--cutoff", str(cutoff), N_("give either --cutoff or --retention-days, not both"))
     if cutoff is not None:
         value = parse_cutoff(cutoff) if isinstance(cutoff, str) else as_utc(cutoff)
         if value > now:
-            raise BadSetting("--cutoff", value.isoformat(), "is in the future")
+            raise BadSetting("--cutoff", value.isoformat(), N_("is in the future: it would delete rows that are not old yet"))
         return value
-    days = default_days if retention_days is None else retention_days
-    if isinstance(days, bool) or not isinstance(days, int) or days < 0:
-        raise BadSetting("LOG_RETENTION_DAYS", days, "must be 0 or more days")
-    try:
-        return cutoff_for_days(days, now, zone)
-    except OverflowError:
-        raise BadSetting("LOG_RETENTION_DAYS", days, "reaches before year 1") from None
+    days = check_days("LOG_RETENTION_DAYS", default_days if retention_days is None else retention_days)
+    return cutoff_for_days(days, now, zone)
 
 
 def as_utc(value: datetime) -> datetime:

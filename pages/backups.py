@@ -31,7 +31,7 @@ def _confirm_restore(settings: Settings) -> None:
                                     duration=human_duration(r.duration_s)))
     except RetentionError as exc:
         st.session_state[RESTORE_DONE] = ("error", _("Restore refused, the table is unchanged: {error}").format(
-            error=exc.one_line()))
+            error=exc.localized()))
     clear_caches()
 
 
@@ -79,7 +79,7 @@ def _verify(settings: Settings, b: BackupInfo) -> None:
                 scan = verify_stored(stored_backup(settings, b.name), b.name)
                 ok, rows, sha, problem = True, b.rows, scan.sha256, None
     except RetentionError as exc:
-        st.error(exc.one_line(), icon=":material/error:")
+        st.error(exc.localized(), icon=":material/error:")
         return
     where = "" if has(b, "local") else " " + _("(stored copy)")
     if ok:
@@ -117,7 +117,7 @@ def _expiry_preview(settings: Settings) -> None:
     try:
         old, kept = due(settings)
     except RetentionError as exc:
-        st.error(exc.one_line())
+        st.error(exc.localized())
         return
     if not old:
         st.caption(_("BACKUP_RETENTION_DAYS={days}: no backup is due to expire.").format(days=days))
@@ -144,7 +144,7 @@ if outcome:
 try:
     backups = cached_backups(settings)
 except (RetentionError, OSError) as exc:
-    st.error(exc.one_line() if isinstance(exc, RetentionError)
+    st.error(exc.localized() if isinstance(exc, RetentionError)
              else _("Cannot list {dir}: {error}").format(dir=settings.backup_dir, error=exc))
     st.stop()
 if not backups:
@@ -153,7 +153,7 @@ if not backups:
 try:
     here = current_source(settings)
 except RetentionError as exc:
-    st.error(exc.one_line(), icon=":material/error:")
+    st.error(exc.localized(), icon=":material/error:")
     st.stop()
 others = [b for b in backups if not b.error and not same_source(b.source, here)]
 if others:
@@ -196,27 +196,27 @@ st.caption(_("{rows} · created {created} · cutoff {cutoff} · run {run}").form
     + " · " + where_text(b))
 local = has(b, "local")
 
-c1, c2, c3, c4, c5 = st.columns(5)
+row = st.container(horizontal=True)  # each button as wide as its label: none is cut
 if downloads.streamed_available():
-    c1.link_button(_("Download backup"), downloads.link(name, "backup"), icon=":material/download:", width="stretch")
+    row.link_button(_("Download backup"), downloads.link(name, "backup"), icon=":material/download:", width="content")
     if local:
-        c2.link_button(_("Download for spreadsheets"), downloads.link(name, "spreadsheet"), icon=":material/table:",
-                       width="stretch")
+        row.link_button(_("Download for spreadsheets"), downloads.link(name, "spreadsheet"), icon=":material/table:",
+                        width="content")
 else:
-    c1.download_button(_("Download backup"), partial(downloads.read_backup, settings, name), file_name=name,
-                       mime="application/gzip", key="download_backup", icon=":material/download:",
-                       on_click="ignore", width="stretch")
+    row.download_button(_("Download backup"), partial(downloads.read_backup, settings, name), file_name=name,
+                        mime="application/gzip", key="download_backup", icon=":material/download:",
+                        on_click="ignore", width="content")
     if local:
-        c2.download_button(_("Download for spreadsheets"), partial(downloads.read_spreadsheet, settings, name),
-                           file_name=downloads.spreadsheet_name(name), mime="text/csv", key="download_spreadsheet",
-                           icon=":material/table:", on_click="ignore", width="stretch")
-verify = c3.button(_("Verify") if local else _("Verify stored copy"), key="verify_backup", icon=":material/verified:",
-                   width="stretch")
-if c4.button(_("Restore…"), key="restore_backup", icon=":material/settings_backup_restore:", width="stretch"):
+        row.download_button(_("Download for spreadsheets"), partial(downloads.read_spreadsheet, settings, name),
+                            file_name=downloads.spreadsheet_name(name), mime="text/csv", key="download_spreadsheet",
+                            icon=":material/table:", on_click="ignore", width="content")
+verify = row.button(_("Verify") if local else _("Verify stored copy"), key="verify_backup", icon=":material/verified:",
+                    width="content")
+if row.button(_("Restore…"), key="restore_backup", icon=":material/settings_backup_restore:", width="content"):
     st.session_state[RESTORE] = name if local else b.file  # a stored backup restores by its s3:// URL
     restore_dialog(settings, b)
-drive_copy = settings.gdrive_folder_id and c5.button(
-    _("Copy to Google Drive"), key="copy_to_drive", icon=":material/add_to_drive:", width="stretch",
+drive_copy = settings.gdrive_folder_id and row.button(
+    _("Copy to Google Drive"), key="copy_to_drive", icon=":material/add_to_drive:", width="content",
     disabled=any(loc["kind"] == "drive" and loc["verified"] for loc in b.locations))
 st.caption(_("The spreadsheet-safe copy is plain CSV with cells starting with = + - @, tab or CR prefixed by an "
              "apostrophe, so Excel does not run them as formulas. The backup file itself is never changed.")

@@ -7,7 +7,7 @@ import streamlit as st
 from core import RetentionError, i18n, list_history
 from core.i18n import _, ngettext
 from core.models import NotifyStatus, RunStatus
-from core.present import count, human_duration, status_label, timestamp, trigger_label
+from core.present import count, human_duration, runs_per_day, status_label, timestamp, trigger_label
 from ui import fmt
 from ui.state import settings_or_stop
 
@@ -19,7 +19,7 @@ st.title(_("History"))
 try:
     runs = list_history(settings, limit=LIMIT)
 except RetentionError as exc:
-    st.error(exc.one_line(), icon=":material/error:")
+    st.error(exc.localized(), icon=":material/error:")
     st.stop()
 if not runs:
     st.info(_("No cleanup of {table} has run yet.").format(table=settings.table), icon=":material/history:")
@@ -52,16 +52,17 @@ st.caption(ngettext("The last {n} run of {table}, newest first (of {total}).",
                     "The last {n} runs of {table}, newest first (of {total}).", len(runs)).format(
     n=len(runs), table=settings.table, total=shown))
 
-chart = pd.DataFrame({"started": [r.started_at for r in reversed(runs)], "rows": [r.rows_deleted for r in reversed(runs)],
-                      "seconds": [r.duration_s or 0.0 for r in reversed(runs)],
-                      "status": [status_label(r) for r in reversed(runs)],
-                      "when": [timestamp(r.started_at, seconds=False) for r in reversed(runs)],
-                      "label": [i18n.to_display(r.started_at).strftime("%m-%d %H:%M") for r in reversed(runs)]})
-base = alt.Chart(chart).encode(x=alt.X("label:O", title=None, sort=None, axis=alt.Axis(labelAngle=-30, labelLimit=90,
-                                                                                      labelOverlap=True)), tooltip=[
-    alt.Tooltip("when:N", title=_("started")), alt.Tooltip("status:N", title=_("status")),
-    alt.Tooltip("rows:Q", title=_("rows deleted"), format=","), alt.Tooltip("seconds:Q", title=_("seconds"),
-                                                                            format=".1f")])
+per_day = runs_per_day(runs)  # days of the display zone, as every time on this page
+zone = i18n.zone_abbreviation(i18n.to_display(runs[0].started_at))
+chart = pd.DataFrame({"day": [d.day.isoformat() for d in per_day], "runs": [d.runs for d in per_day],
+                      "rows": [d.rows_deleted for d in per_day], "seconds": [d.seconds for d in per_day]})
+base = alt.Chart(chart).encode(
+    x=alt.X("day:O", title=_("day ({zone})").format(zone=zone), sort=None,
+            axis=alt.Axis(labelAngle=-30, labelLimit=90, labelOverlap=True)),
+    tooltip=[alt.Tooltip("day:N", title=_("day ({zone})").format(zone=zone)), alt.Tooltip("runs:Q", title=_("runs")),
+             alt.Tooltip("rows:Q", title=_("rows deleted"), format=","),
+             alt.Tooltip("seconds:Q", title=_("seconds"), format=".1f")])
+st.caption(_("Rows deleted and time taken per day ({zone}), the runs shown below added up.").format(zone=zone))
 left, right = st.columns(2)
 left.altair_chart(base.mark_bar().encode(y=alt.Y("rows:Q", title=_("rows deleted"))).properties(height=200),
                   width="stretch")

@@ -7,6 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from core import RetentionError
+from core.db import NO_SUCH_TABLE
+from core.errors import BadSetting
 from core.i18n import _, ngettext
 from core.present import count, human_bytes, timestamp
 from core.space import EXPLANATION as SPACE_EXPLANATION
@@ -22,8 +24,8 @@ st.title(_("Overview"))
 try:
     s = cached_stats(settings)
 except RetentionError as exc:
-    st.error(exc.one_line(), icon=":material/error:")
-    if "no such table" in exc.one_line():
+    st.error(exc.localized(), icon=":material/error:")
+    if isinstance(exc, BadSetting) and exc.why_msg.template == NO_SUCH_TABLE:
         offer_demo_data(settings)
     st.stop()
 

@@ -15,12 +15,16 @@ st.title(_("Preview"))
 st.caption(_("Counts what a cleanup would archive and delete right now. Nothing is written or deleted here."))
 
 choice = cutoff_picker(settings)
+if choice is None:  # an invalid value: nothing is counted from it (the reason is under the field)
+    st.page_link("pages/run_cleanup.py", label=_("Continue to Run Cleanup with this cutoff"),
+                 icon=":material/arrow_forward:", disabled=True)
+    st.stop()
 try:
     p = preview(settings, **choice)
     estimate = estimate_backup_bytes(settings, rows=p.rows_to_delete)
     sample = preview_sample(settings, cutoff=p.cutoff, limit=10) if p.rows_to_delete else []
 except RetentionError as exc:
-    st.error(exc.one_line(), icon=":material/error:")
+    st.error(exc.localized(), icon=":material/error:")
     st.stop()
 
 for warning in p.warnings:
@@ -61,6 +65,8 @@ st.caption(ngettext("The {n} oldest row that would go; long text is shortened to
                     "The {n} oldest rows that would go; long text is shortened to 120 characters.",
                     len(sample)).format(n=len(sample)))
 rows = pd.DataFrame(sample)
+if settings.timestamp_column in rows.columns:  # in the display zone with its abbreviation, as every time here
+    rows[settings.timestamp_column] = [timestamp(v) for v in rows[settings.timestamp_column]]
 first = [c for c in (rows.columns[0], settings.timestamp_column) if c in rows.columns]
 st.dataframe(rows, hide_index=True, width="stretch", column_order=[*first, *(c for c in rows.columns if c not in first)])
 

@@ -87,7 +87,8 @@ def show_progress(job: TrackedRun) -> None:
 def show_summary(job: TrackedRun) -> None:
     r = job.result
     if r is None:
-        st.error(_("The cleanup did not run: {error}").format(error=job.error), icon=":material/error:")
+        st.error(_("The cleanup did not run: {error}").format(
+            error=job.exception.localized() if job.exception else job.error), icon=":material/error:")
     elif r.status == RunStatus.SUCCESS:
         st.success(_("Cleanup finished.") + " " + lead_sentence(r), icon=":material/check_circle:")
     elif r.status == RunStatus.DRY_RUN:
@@ -152,7 +153,7 @@ if job is not None:
 try:
     busy = cleanup_running(settings)
 except RetentionError as exc:
-    st.error(exc.one_line(), icon=":material/error:")
+    st.error(exc.localized(), icon=":material/error:")
     st.stop()
 attached = [other for other in registry.running() if other.run_id != getattr(job, "run_id", None)]
 if busy and attached:  # a run of this process (any tab, any trigger): follow it live, then show its summary
@@ -173,10 +174,13 @@ vacuum = st.checkbox(_("VACUUM the table afterwards") + (_(" (CLEANUP_VACUUM is 
                      help=_("PostgreSQL: VACUUM (ANALYZE) marks the deleted rows' space reusable at once. SQLite: "
                             "VACUUM rewrites the file to give free pages back (locks the database meanwhile). "
                             "VACUUM FULL is never run by this console."))
+if choice is None:  # an invalid value: nothing is counted from it, nothing can start (reason under the field)
+    st.button(_("Run Cleanup"), type="primary", key="run_cleanup", icon=":material/delete_sweep:", disabled=True)
+    st.stop()
 try:
     p = preview(settings, **choice)
 except RetentionError as exc:
-    st.error(exc.one_line(), icon=":material/error:")
+    st.error(exc.localized(), icon=":material/error:")
     st.stop()
 st.markdown(ngettext("**{n}** of {total} row of **{table}** is older than **{cutoff}**",
                      "**{n}** of {total} rows of **{table}** are older than **{cutoff}**", p.total_rows).format(

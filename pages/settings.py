@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from core import RetentionError, cleanup_running
+from core.config import SHOWN_FOR_A_SECRET
 from core.i18n import N_, _
 from core.models import NotifyStatus
 from core.notify import send_test_message
@@ -31,7 +32,7 @@ with c1:
         busy = cleanup_running(settings)
         st.markdown(_("**Cleanup lock:** ") + (_("held: a cleanup is running") if busy else _("free")))
     except RetentionError as exc:
-        st.error(exc.one_line(), icon=":material/error:")
+        st.error(exc.localized(), icon=":material/error:")
 with c2:
     st.subheader(_("Access"))
     st.markdown(_("**Dashboard login:** {mode}").format(mode=_(ACCESS.get(access_mode(), access_mode()))))
@@ -43,7 +44,8 @@ with c2:
         else _("download buttons (the file is read into memory; run server.py to stream)")))
 
 st.subheader(_("Effective configuration"))
-rows = [(name, _("(not set)") if value in (None, "") else str(value)) for name, value in settings.masked().items()]
+rows = [(name, _("(not set)") if value in (None, "") else _("•••••• (set)") if value == SHOWN_FOR_A_SECRET
+         else str(value)) for name, value in settings.masked().items()]
 st.dataframe(pd.DataFrame(rows, columns=[_("setting"), _("value")]), hide_index=True, width="stretch",
              height=35 * (len(rows) + 1) + 3, column_config={_("setting"): st.column_config.TextColumn(width="medium")})
 

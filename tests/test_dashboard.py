@@ -104,7 +104,7 @@ def test_preview_count_equals_core_preview(demo_settings: Settings, app_env):
     app_env(demo_settings)
     at = signed_in()
     at.switch_page("pages/preview.py").run()
-    at.number_input(key="cutoff_days").set_value(45).run()
+    at.text_input(key="cutoff_days").input("45").run()
     expected = preview(demo_settings, retention_days=45)
     assert expected.rows_to_delete > 0
     assert metric(at, "Rows to archive and delete") == f"{expected.rows_to_delete:,}"

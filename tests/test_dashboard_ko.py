@@ -80,7 +80,7 @@ def test_a_cutoff_removing_most_of_the_table_needs_the_table_name_typed(demo_set
     app_env(demo_settings)
     at = signed_in()
     at.switch_page("pages/run_cleanup.py").run()
-    at.number_input(key="cutoff_days").set_value(0).run()
+    at.text_input(key="cutoff_days").input("0").run()
     at.button(key="run_cleanup").click().run()
     assert "100 %" in at.warning[0].value
     assert at.button(key="confirm_run").disabled
@@ -131,3 +131,20 @@ def test_without_the_table_overview_explains_and_creates_demo_data_after_confirm
     at.checkbox(key="demo_confirm").check().run()
     at.button(key="demo_data").click().run()
     assert not at.error and next(m.value for m in at.metric if m.label == "Total rows") == "5,000"
+
+
+def test_preview_sample_times_are_in_the_display_zone(demo_settings: Settings, app_env):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from core import preview_sample
+
+    app_env(demo_settings, **KO)
+    at = signed_in()
+    at.switch_page("pages/preview.py").run()
+    shown = list(at.dataframe[0].value[demo_settings.timestamp_column])
+    cutoff = datetime.now(ZoneInfo("UTC"))
+    stored = [r[demo_settings.timestamp_column] for r in preview_sample(demo_settings, cutoff=cutoff, limit=1)]
+    assert stored[0].tzinfo is not None  # aware UTC from the core, whatever the column's type
+    first = stored[0].astimezone(ZoneInfo("Asia/Seoul")).strftime("%Y-%m-%d %H:%M:%S KST")
+    assert shown and all(v.endswith(" KST") for v in shown) and first in shown, shown[:3]

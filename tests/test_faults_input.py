@@ -295,7 +295,8 @@ def test_cutoff_in_the_future_is_refused_and_far_past_is_nothing_to_do(demo_sett
     before = table_snapshot(demo_settings)
     future = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
     for args in (["--cutoff", future], ["--cutoff", "9999-12-31T23:59:59"], ["--cutoff", "2026-13-01"],
-                 ["--cutoff", "now"], ["--retention-days", "-1"], ["--cutoff", "0001-01-01T00:00:00+14:00"]):
+                 ["--cutoff", "now"], ["--retention-days", "-1"], ["--retention-days", "36501"],
+                 ["--cutoff", "0001-01-01T00:00:00+14:00"]):
         code, out, err = _cli(demo_settings, capsys, "run", "--no-notify", *args)
         assert code == 2 and err.count("\n") == 1, (args, err)
     with pytest.raises(BadSetting):
@@ -304,7 +305,7 @@ def test_cutoff_in_the_future_is_refused_and_far_past_is_nothing_to_do(demo_sett
         load_settings({"retention_days": 10**9}, environ={}, env_file=None)
     # 0999: a year before 1000 once compared as text "999-..." > "2026-..." on SQLite (all rows "older")
     for args in (["--cutoff", "1900-01-01T00:00:00Z"], ["--cutoff", "0999-01-01"], ["--cutoff", "0001-01-01"],
-                 ["--retention-days", "365000"]):
+                 ["--retention-days", "36500"]):
         code, out, err = _cli(demo_settings, capsys, "run", "--no-notify", "--json", *args)
         assert code == 0, (args, err)
         assert json.loads(out)["status"] == "nothing_to_do", (args, out)

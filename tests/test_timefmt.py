@@ -92,9 +92,11 @@ def test_resolve_cutoff_refuses_days_that_are_not_a_count(days):
     assert exc.value.name == "LOG_RETENTION_DAYS"
 
 
-def test_resolve_cutoff_refuses_days_before_year_1():
-    with pytest.raises(BadSetting, match="before year 1"):
-        resolve_cutoff(retention_days=10**6, cutoff=None, default_days=30, now=NOW)
+def test_resolve_cutoff_refuses_more_than_100_years_of_days():
+    assert resolve_cutoff(retention_days=36_500, cutoff=None, default_days=30, now=NOW).year == NOW.year - 100
+    for days in (36_501, 10**6):
+        with pytest.raises(BadSetting, match="at most 36,500 days"):
+            resolve_cutoff(retention_days=days, cutoff=None, default_days=30, now=NOW)
 
 
 @pytest.mark.parametrize("value, expected", [

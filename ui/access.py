@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import streamlit as st
 
@@ -104,11 +105,37 @@ def _digest(password: str) -> str:
     return hashlib.sha256(b"lrc-session\x00" + password.encode()).hexdigest()
 
 
+_REQUESTED = "_lrc_requested_page"  # session key: the page whose URL the session was opened with
+
+
+def _remember_requested_page() -> None:
+    """Note the page the browser asked for (a reload, a bookmark) before the sign-in form replaces it."""
+    try:
+        url = st.context.url
+    except RuntimeError:  # no runtime (bare mode)
+        url = None
+    if url and _REQUESTED not in st.session_state:
+        st.session_state[_REQUESTED] = urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def return_to_requested_page(pages: list[Any], current: Any) -> None:
+    """Once signed in, go to the page the session was opened on (the router's ``pages``, the ``current`` one).
+
+    Streamlit lands on the default page after the sign-in form; without this, reloading Run Cleanup during a
+    cleanup would come back on Overview instead of the run's live progress.
+    """
+    wanted = st.session_state.pop(_REQUESTED, None)
+    page = next((p for p in pages if wanted and p.url_path == wanted), None)
+    if page is not None and page.url_path != current.url_path:
+        st.switch_page(page)
+
+
 def _password_gate(expected: str) -> None:
     proved = st.session_state.get(_AUTHED)
     if proved and hmac.compare_digest(proved, _digest(expected)):
         st.sidebar.button(_("Sign out"), key="sign_out", icon=":material/logout:", on_click=_sign_out)
         return
+    _remember_requested_page()
     _left, middle, _right = st.columns([1, 2, 1])
     with middle:
         st.title("Log Retention Console")

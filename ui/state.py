@@ -17,7 +17,7 @@ from typing import Any
 import streamlit as st
 
 from core import RetentionError, Settings, i18n
-from core.config import ENV_FILE, ENV_NAMES, load_dashboard_settings, read_sources
+from core.config import ENV_FILE, ENV_NAMES, language_of_sources, load_dashboard_settings, read_sources
 from core.policies import policies_of, settings_for_table
 
 
@@ -73,15 +73,15 @@ def settings_or_stop() -> Settings:
 
     try:
         apply_locale(get_settings())  # the sign-in form speaks the configured language too
-    except RetentionError:
-        pass  # reported below, once the session is in
+    except RetentionError:  # reported below, once the session is in: in APP_LANGUAGE if that one is valid
+        i18n.set_current(language=language_of_sources(secrets_files=secrets_files()))
     if not session_allowed():
         require_access()  # shows the sign-in form and stops
         st.stop()
     try:
         return apply_locale(chosen_policy(get_settings()))
     except RetentionError as exc:
-        st.error(exc.one_line(), icon=":material/settings_alert:")
+        st.error(exc.localized(), icon=":material/settings_alert:")
         st.caption(i18n._("Fix the setting in `.env`, the environment or `.streamlit/secrets.toml`, then reload."))
         st.stop()
         raise  # unreachable: st.stop() raises

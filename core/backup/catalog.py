@@ -18,6 +18,7 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import BackupMismatch, BackupNotFound, BadManifest
+from ..i18n import N_
 from ..masking import redact
 from ..models import BackupInfo, VerifyResult
 from ..timefmt import parse_db_timestamp
@@ -45,7 +46,7 @@ def resolve_backup(settings: Settings, name: str | Path) -> Path:
     base = Path(settings.backup_dir).expanduser().resolve()
     raw = str(name)
     if not raw or "\x00" in raw:
-        raise BackupNotFound(raw, "empty or invalid name")
+        raise BackupNotFound(raw, N_("empty or invalid name"))
     candidate = Path(raw).expanduser()
     if not candidate.is_absolute():
         # a bare name or a path relative to the working directory / BACKUP_DIR
@@ -53,13 +54,13 @@ def resolve_backup(settings: Settings, name: str | Path) -> Path:
     try:
         real = candidate.resolve(strict=True)
     except (FileNotFoundError, RuntimeError):
-        raise BackupNotFound(raw, f"no such backup in {base}") from None
+        raise BackupNotFound(raw, N_("no such backup in {folder}"), folder=str(base)) from None
     if candidate.is_symlink() or (base / real.name).is_symlink():
-        raise BackupNotFound(raw, "is a symbolic link; a backup must be a regular file in BACKUP_DIR")
+        raise BackupNotFound(raw, N_("is a symbolic link; a backup must be a regular file in BACKUP_DIR"))
     if real.parent != base:
-        raise BackupNotFound(raw, f"is not a file directly inside BACKUP_DIR ({base})")
+        raise BackupNotFound(raw, N_("is not a file directly inside BACKUP_DIR ({folder})"), folder=str(base))
     if not real.name.endswith(DATA_SUFFIX) or not real.is_file():
-        raise BackupNotFound(raw, f"is not a backup data file (*{DATA_SUFFIX})")
+        raise BackupNotFound(raw, N_("is not a backup data file (*{suffix})"), suffix=DATA_SUFFIX)
     return real
 
 
@@ -107,7 +108,7 @@ def manifest_of(path: Path) -> dict[str, Any]:
     try:
         return read_manifest(mpath)
     except FileNotFoundError:
-        raise BackupNotFound(path.name, "has no manifest beside it") from None
+        raise BackupNotFound(path.name, N_("has no manifest beside it")) from None
     except OSError as exc:
         why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
         raise BadManifest(str(mpath), why) from None

@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import history
 from ..models import NotifyStatus, RestoreResult, RunStatus, Trigger, utcnow
-from .source import describe_source
+from .source import source_msg
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def record_restore(settings: Any, engine: Any, r: RestoreResult, *, source: dict
     """
     now = utcnow()
     started = now.timestamp() - r.duration_s
-    note = (f"restored {r.rows_restored} of {r.rows_in_backup} rows from {r.file} ({describe_source(source)}); "
+    note = (f"restored {r.rows_restored} of {r.rows_in_backup} rows from {r.file} ({source_msg(source).render()}); "
             f"{r.rows_skipped} already present and skipped; by {_who()}")
     try:
         history.insert_run(

@@ -18,6 +18,7 @@ from ..db import (
     table_identity,
 )
 from ..errors import BackupMismatch, RestoreError, RetentionError
+from ..i18n import N_
 from ..identity import TableIdentity
 from ..models import RestoreResult
 from ..partition_layout import recreate_for_restore
@@ -69,10 +70,12 @@ def _restore_local(settings: Settings, name: str | Path, *, allow_unsigned: bool
     info = describe_table(settings, engine)
     check_source(path.name, m.get("source"), source_of(settings.database_url, info), force=force)
     if not force and not _same_table(str(m.get("table")), table_identity(settings, engine)):
-        raise RestoreError(f"{path.name} is a backup of {m.get('table')!r}, not of {info.display_name!r}")
+        raise RestoreError(N_("{name} is a backup of {recorded}, not of {current}"), name=path.name,
+                           recorded=repr(m.get("table")), current=repr(info.display_name))
     names = [c.get("name") for c in m.get("columns") or []]
     if names != info.column_names:
-        raise RestoreError(f"{path.name} has columns {names}, the table has {info.column_names}")
+        raise RestoreError(N_("{name} has columns {names}, the table has {columns}"), name=path.name, names=names,
+                           columns=info.column_names)
     if m.get("primary_key") != info.manifest_key:
         raise RestoreError(f"{path.name} is keyed on {m.get('primary_key')!r}, the table on {info.manifest_key!r}")
     v = verify_backup(settings, path, allow_unsigned=allow_unsigned)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import OtherSource
+from ..errors import Msg, OtherSource
+from ..i18n import N_
 
 _COMPARED = ("dialect", "database", "schema", "table")
 
@@ -27,12 +28,22 @@ def same_source(recorded: dict[str, Any] | None, current: dict[str, Any]) -> boo
     return recorded is None or _norm(recorded) == _norm(current)
 
 
-def describe_source(source: dict[str, Any] | None) -> str:
-    """'postgresql database app, table public.conversation_log' — for messages and labels."""
+def source_msg(source: dict[str, Any] | None) -> Msg:
+    """The words of :func:`describe_source`, translatable (inside an error message)."""
     if not source:
-        return "an unrecorded source"
+        return Msg(N_("an unrecorded source"))
     table = ".".join(str(x) for x in (source.get("schema"), source.get("table")) if x)
-    return f"{source.get('dialect')} database {source.get('database')}, table {table}"
+    return Msg(N_("{dialect} database {database}, table {table}"), {"dialect": source.get("dialect"),
+                                                                    "database": source.get("database"),
+                                                                    "table": table})
+
+
+def describe_source(source: dict[str, Any] | None) -> str:
+    """'postgresql database app, table public.conversation_log' — for messages and labels, in the active
+    language (English in the core's own records)."""
+    from ..i18n import _
+
+    return source_msg(source).render(_)
 
 
 def current_source(settings: Any) -> dict[str, Any]:
@@ -48,8 +59,9 @@ def check_source(name: str, recorded: dict[str, Any] | None, current: dict[str, 
     """Refuse (OtherSource, exit 2) a backup of another database or table unless ``force``."""
     if force or same_source(recorded, current):
         return
-    raise OtherSource(f"{name} is a backup of {describe_source(recorded)}, not of {describe_source(current)} "
-                       "(restore --force-other-source to insert its rows anyway)")
+    raise OtherSource(N_("{name} is a backup of {recorded}, not of {current} (restore --force-other-source to "
+                         "insert its rows anyway)"), name=name, recorded=source_msg(recorded),
+                      current=source_msg(current))
 
 
 __all__ = ["check_source", "current_source", "describe_source", "same_source"]

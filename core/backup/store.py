@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import BackupNotFound, BadSetting
+from ..i18n import N_
 from .writer import fsync_dir
 
 
@@ -52,12 +53,12 @@ class LocalFolderStore:
             os.close(fd)
             os.unlink(probe)
         except OSError as exc:
-            raise BadSetting("BACKUP_DIR", str(path), f"is not a writable folder ({exc.strerror})") from None
+            raise BadSetting("BACKUP_DIR", str(path), N_("is not a writable folder ({error})"), error=exc.strerror) from None
         return cls(path.resolve())
 
     def path(self, name: str) -> Path:
         if not name or Path(name).name != name:
-            raise BackupNotFound(name, "is not a plain file name")
+            raise BackupNotFound(name, N_("is not a plain file name"))
         return self.root / name
 
     def put(self, name: str, source: Path) -> None:
@@ -70,7 +71,7 @@ class LocalFolderStore:
     def get(self, name: str) -> Path:
         target = self.path(name)
         if not target.is_file():
-            raise BackupNotFound(name, f"no such backup in {self.root}")
+            raise BackupNotFound(name, N_("no such backup in {folder}"), folder=str(self.root))
         return target
 
     def list(self, suffix: str = "") -> list[str]:

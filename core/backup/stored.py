@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackupMismatch
+from ..i18n import N_
 from ..storeconf import keep_local
 from .finish import finish_backup
 from .manifest import manifest_path_for
@@ -220,10 +221,10 @@ def fetch_stored(settings: Any, url: str) -> Path:
     store = S3Store.from_settings(settings)
     name = store.name_of(url) if store else None
     if store is None or not name or not name.endswith(".csv.gz"):
-        raise BackupNotFound(url, "is not a backup in BACKUP_STORE" + (f" ({store.base})" if store else " (unset)"))
+        raise BackupNotFound(url, N_("is not a backup in BACKUP_STORE ({store})"), store=store.base if store else "-")
     mname = manifest_path_for(Path(name)).name
     if not store.exists(mname):
-        raise BackupNotFound(url, "has no manifest in the store (not a finished backup)")
+        raise BackupNotFound(url, N_("has no manifest in the store (not a finished backup)"))
     local = LocalFolderStore.prepare(settings.backup_dir)
     stem = f"fetched-{uuid.uuid4().hex[:8]}-"
     data, manifest = local.path(stem + name), local.path(stem + mname)
@@ -238,7 +239,7 @@ def stored_backup(settings: Any, name: str) -> S3Store:
 
     store = S3Store.from_settings(settings)
     if store is None or "/" in name or not name.endswith(".csv.gz"):
-        raise BackupNotFound(name, "is not a backup in BACKUP_STORE")
+        raise BackupNotFound(name, N_("is not a backup in BACKUP_STORE ({store})"), store=store.base if store else "-")
     if not store.exists(manifest_path_for(Path(name)).name):
-        raise BackupNotFound(name, f"is not a finished backup in {store.base}")
+        raise BackupNotFound(name, N_("is not a finished backup in {store}"), store=store.base)
     return store

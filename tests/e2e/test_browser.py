@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -53,8 +54,8 @@ def lang(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture
-def server(tmp_path: Path, lang: str):
+@contextmanager
+def running_dashboard(tmp_path: Path, lang: str, *, rows: int = 2000, **env_extra: str):
     """The dashboard on a SQLite demo database in ``lang``; yields (base URL, settings); stopped afterwards."""
     need_chromium()
     settings = load_settings(
@@ -62,11 +63,11 @@ def server(tmp_path: Path, lang: str):
          "batch_size": 100},
         environ={}, env_file=None,
     )
-    demo_data(settings, rows=2000, days=90, seed=11)
+    demo_data(settings, rows=rows, days=90, seed=11)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DATABASE_", "LOG_", "BACKUP_"))}
     env.update(DATABASE_URL=settings.database_url, BACKUP_DIR=settings.backup_dir, CLEANUP_BATCH_SIZE="100",
-               DASHBOARD_PASSWORD=PASSWORD, PYTHONPATH=str(ROOT), **LANGUAGES[lang])
+               DASHBOARD_PASSWORD=PASSWORD, PYTHONPATH=str(ROOT), **LANGUAGES[lang], **env_extra)
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
@@ -95,6 +96,13 @@ def server(tmp_path: Path, lang: str):
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path, lang: str):
+    """:func:`running_dashboard` in ``lang`` (both languages)."""
+    with running_dashboard(tmp_path, lang) as running:
+        yield running
 
 
 def _shot(page, name: str, lang: str = "en") -> None:
@@ -162,6 +170,12 @@ def test_sign_in_preview_run_cleanup_and_download_the_verified_backup(server, la
             # Preview a cutoff of 45 days: the page's count is core's count
             _open(page, t("Preview"))
             days = page.get_by_label(t("Archive and delete rows older than (days)"), exact=True)
+            # an invalid value: its reason beside the field, no numbers, the way to Run Cleanup off
+            days.fill("99999")
+            days.press("Enter")
+            expect(page.get_by_text(t("must be at most {max} days (100 years)").format(max="36,500"))).to_be_visible()
+            expect(page.locator('[data-testid="stMetric"]')).to_have_count(0)
+            shot("preview-invalid")
             days.fill("45")
             days.press("Enter")
             expected = preview(settings, retention_days=45).rows_to_delete
@@ -172,8 +186,18 @@ def test_sign_in_preview_run_cleanup_and_download_the_verified_backup(server, la
             # Run Cleanup with the same cutoff, confirm in the dialog, watch it finish
             page.get_by_role("link", name=t("Continue to Run Cleanup with this cutoff")).click()
             page.get_by_role("heading", name=t("Run Cleanup"), level=1).wait_for()
-            expect(page.get_by_label(t("Archive and delete rows older than (days)"), exact=True)).to_have_value("45")
-            page.get_by_role("button", name=t("Run Cleanup")).click()
+            days = page.get_by_label(t("Archive and delete rows older than (days)"), exact=True)
+            expect(days).to_have_value("45")
+            run_button = page.get_by_role("button", name=t("Run Cleanup"))
+            for bad in ("-5", ""):  # typed invalid values turn the button off, with the reason beside the field
+                days.fill(bad)
+                days.press("Enter")
+                expect(run_button).to_be_disabled()
+            expect(page.get_by_text(t("Enter a number of days."))).to_be_visible()
+            days.fill("45")
+            days.press("Enter")
+            expect(run_button).to_be_enabled()
+            run_button.click()
             dialog = page.get_by_role("dialog")
             expect(dialog).to_contain_text(nt("Archive and delete {rows} row", "Archive and delete {rows} rows", expected).format(rows=f"{expected:,}"))
             shot("run-cleanup-confirm")
