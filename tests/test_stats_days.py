@@ -131,6 +131,23 @@ def test_estimated_days_are_days_of_the_display_zone(pg_settings: Settings, pg_u
         assert abs(estimated[day] - n) <= max(30, n * 0.03), (day, estimated[day], n)
 
 
+def test_estimated_days_of_a_zone_less_column_read_it_in_the_tables_zone(pg_settings: Settings, pg_url: str,
+                                                                         monkeypatch):
+    ny = _with(pg_settings, timestamp_timezone="America/New_York")
+    sql(pg_url, "CREATE TABLE conversation_log (id bigserial PRIMARY KEY, created_at timestamp NOT NULL, message text)",
+        "INSERT INTO conversation_log (created_at, message) SELECT timestamp '2024-01-01 00:00' "
+        "+ g * interval '1 minute', 'm' FROM generate_series(0, 19999) g", "ANALYZE conversation_log")
+    exact = _days(ny, "Asia/Seoul")
+    assert exact["2024-01-01"] == 10 * 60  # New York's midnight is 14:00 in Seoul
+    monkeypatch.setattr(fast_stats, "EXACT_UP_TO", 1000)
+    s = stats(ny, now=NOW, zone="Asia/Seoul")
+    assert s.estimated
+    estimated = {d.day.isoformat(): d.rows for d in s.per_day}
+    assert estimated.keys() == exact.keys()
+    for day, n in exact.items():
+        assert abs(estimated[day] - n) <= max(30, n * 0.03), (day, estimated[day], n)
+
+
 def test_a_never_analyzed_partition_is_counted_exactly_in_display_zone_days(pg_settings: Settings, pg_url: str,
                                                                             monkeypatch):
     make_monthly(pg_url, per_month=2000)
