@@ -3,17 +3,17 @@
 For each leaf relation (each partition, or the table itself) PostgreSQL keeps its row
 count (``pg_class.reltuples``) and a histogram of the timestamp column (``pg_stats``),
 both refreshed by (auto)ANALYZE. Spreading each histogram bucket's share of the rows
-evenly over its time span gives the age buckets and the per-day histogram in a few
-milliseconds whatever the size. These numbers are estimates and are labelled so
-(``Stats.estimated``); the oldest and newest timestamps stay exact (two index probes).
+evenly over its time span gives the age buckets and the per-day histogram (days of the
+zone asked for, core.zonedays) in a few milliseconds whatever the size. These numbers are
+estimates and are labelled so (``Stats.estimated``); the oldest and newest timestamps stay
+exact (two index probes).
 A relation never analyzed is counted exactly. Reads only; writes nothing, so a
 read-only role sees the same page (no cache table).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -21,7 +21,8 @@ from sqlalchemy.engine import Connection
 
 from .db import TableInfo, quote
 from .models import BucketCount, DayCount
-from .timefmt import as_utc, parse_db_timestamp
+from .shape import ts_to_utc
+from .zonedays import day_start, day_zone, fold_days, pg_day_sql
 
 EXACT_UP_TO = 200_000  # tables estimated at or below this many rows are counted exactly
 
@@ -52,24 +53,27 @@ def _array(value: str | None) -> list[str]:
     return [v.strip().strip('"') for v in value.strip("{}").split(",") if v.strip()]
 
 
-def _mass(conn: Connection, info: TableInfo, table: str) -> list[tuple[datetime, datetime, float]]:
+def _mass(conn: Connection, info: TableInfo, table: str, zone: str) -> list[tuple[datetime, datetime, float]]:
     """(from, to, rows) pieces covering every leaf: histogram buckets, most common values, exact
-    counts of leaves without statistics."""
+    counts per day of ``zone`` of leaves without statistics."""
     pieces: list[tuple[datetime, datetime, float]] = []
     ts = quote(conn.engine, info.timestamp_column)
     for schema, name, tuples, null_frac, hist, mcv, mcf in conn.execute(
             _LEAVES, {"t": table, "col": info.timestamp_column}).all():
-        bounds = [t for t in (parse_db_timestamp(v) for v in _array(hist)) if t]
+        # instants: a zone-less column's values are wall times of the table's zone
+        bounds = [t for t in (ts_to_utc(info, v) for v in _array(hist)) if t]
         if tuples < 0 or (tuples > 0 and len(bounds) < 2 and not mcv):  # never analyzed: count it
             leaf = f"{quote(conn.engine, schema)}.{quote(conn.engine, name)}"
-            day = f"date_trunc('day', {ts} AT TIME ZONE 'UTC')" if not _naive(info) else f"date_trunc('day', {ts})"
-            for d, n in conn.execute(text(f"SELECT {day}, count(*) FROM {leaf} WHERE {ts} IS NOT NULL GROUP BY 1")):
-                start = as_utc(d)
-                pieces.append((start, start + timedelta(days=1), float(n)))
+            day, params = pg_day_sql(info, ts, zone)
+            for d, n in conn.execute(text(f"SELECT {day}, count(*) FROM {leaf} WHERE {ts} IS NOT NULL GROUP BY 1"),
+                                     params):
+                # counted per day of the chart's zone: the piece folds back into exactly that day
+                pieces.append((day_start(d, day_zone(info, zone)), day_start(d + timedelta(days=1),
+                                                                           day_zone(info, zone)), float(n)))
             continue
         common = 0.0
         for v, f in zip(_array(mcv), mcf or [], strict=False):
-            t = parse_db_timestamp(v)
+            t = ts_to_utc(info, v)
             if t:
                 pieces.append((t, t, tuples * f))
                 common += f
@@ -77,10 +81,6 @@ def _mass(conn: Connection, info: TableInfo, table: str) -> list[tuple[datetime,
             share = tuples * max(0.0, 1.0 - (null_frac or 0.0) - common) / (len(bounds) - 1)
             pieces += [(a, b, share) for a, b in zip(bounds, bounds[1:], strict=False)]
     return pieces
-
-
-def _naive(info: TableInfo) -> bool:
-    return next(c for c in info.columns if c.name == info.timestamp_column).naive_timestamp
 
 
 def _between(piece: tuple[datetime, datetime, float], lo: datetime | None, hi: datetime | None) -> float:
@@ -93,25 +93,18 @@ def _between(piece: tuple[datetime, datetime, float], lo: datetime | None, hi: d
 
 
 def estimate(conn: Connection, info: TableInfo, table: str, *, now: datetime,
-             buckets: tuple[tuple[int, int | None, str], ...]) -> tuple[int, tuple[BucketCount, ...],
-                                                                       tuple[DayCount, ...]]:
-    """(total, age buckets, per-day counts), estimated from the planner's statistics."""
-    pieces = _mass(conn, info, table)
+             buckets: tuple[tuple[int, int | None, str], ...], zone: str = "UTC") -> tuple[
+                 int, tuple[BucketCount, ...], tuple[DayCount, ...]]:
+    """(total, age buckets, per-day counts), estimated from the planner's statistics; the days are days
+    of ``zone`` (a ``date`` column's: its own), each histogram bucket's rows spread evenly over its span."""
+    pieces = _mass(conn, info, table, zone)
     total = round(sum(n for _a, _b, n in pieces))
     out = []
     for lo, hi, label in buckets:
         newer = now - timedelta(days=lo) if lo else None
         older = now - timedelta(days=hi) if hi is not None else None
         out.append(BucketCount(label, lo, hi, round(sum(_between(p, older, newer) for p in pieces))))
-    days: dict[date, float] = defaultdict(float)
-    for a, b, n in pieces:
-        d = a.date()
-        while True:
-            start = datetime(d.year, d.month, d.day, tzinfo=a.tzinfo)
-            days[d] += _between((a, b, n), start, start + timedelta(days=1)) if a != b else n
-            if a == b or start + timedelta(days=1) >= b:
-                break
-            d += timedelta(days=1)
+    days = fold_days(pieces, day_zone(info, zone))
     per_day = tuple(DayCount(d, round(n)) for d, n in sorted(days.items()) if round(n) > 0)
     return total, tuple(out), per_day
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
-from .i18n import N_, _, ngettext, number, time_text, to_display
+from .i18n import N_, _, display_zone, ngettext, number, time_text, to_display, zone_abbreviation
 from .models import RunResult, RunStatus
+from .zonedays import day_start
 
 # Said of every failed run: the invariant the batch protocol guarantees (docs/design.md).
 NO_UNBACKED_DELETE = N_("No row was deleted without a verified backup.")
@@ -220,3 +221,11 @@ def runs_per_day(runs: Iterable[RunResult]) -> list[RunDay]:
         days.setdefault(to_display(r.started_at).date(), []).append(r)
     return [RunDay(d, len(rs), sum(r.rows_deleted for r in rs), sum(r.duration_s or 0.0 for r in rs))
             for d, rs in sorted(days.items())]
+
+
+def zone_label(days: Iterable[date]) -> str:
+    """The display zone's abbreviations over ``days``, in order: 'KST'; 'EST/EDT' for days on both sides
+    of a DST change; the zone's current one when there are no days. For per-day chart titles."""
+    zone = display_zone()
+    firsts = [day_start(d, zone) for d in days] or [datetime.now(UTC)]
+    return "/".join(dict.fromkeys(zone_abbreviation(to_display(t)) for t in firsts))

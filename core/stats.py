@@ -9,8 +9,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
-from . import fast_stats
+from . import fast_stats, zonedays
 from .calibration import bytes_per_row
+from .checks import check_zone
 from .config import Settings
 from .db import TableInfo, check_connection, describe_table, index_warning, qualified, quote
 from .dependents import skip_referenced_sql, table_dependents
@@ -36,7 +37,6 @@ class _Q:
         self.fmt = None
         if info.dialect == "sqlite":
             self.fmt = detect_sqlite_format(conn.connection.driver_connection, self.table, self.ts, full=full_check)
-        self.naive = info.ts_info.naive_timestamp or info.ts_info.is_date
 
     def bound(self, value: datetime) -> Any:
         """A timestamp as a bind value that compares with the column as ``ts < value`` (core.shape)."""
@@ -148,14 +148,17 @@ def estimate_backup_bytes(
 
 
 def stats(settings: Settings, *, now: datetime | None = None, engine: Engine | None = None,
-          info: TableInfo | None = None) -> Stats:
-    """Total, oldest, newest, counts per age bucket and per UTC day; table size on PostgreSQL. Read-only."""
+          info: TableInfo | None = None, zone: str = "UTC") -> Stats:
+    """Total, oldest, newest, counts per age bucket and per day of ``zone`` (an IANA name: the
+    dashboard passes its display zone; a ``date`` column keeps its own dates); table size on
+    PostgreSQL. Read-only. Raises BadSetting for a zone that is not one."""
+    check_zone("DISPLAY_TIMEZONE", zone)
     engine, info = _context(settings, engine, info)
     now = as_utc(now or utcnow())
     with engine.connect() as conn:
         q = _Q(engine, conn, info)
         if info.dialect == "postgresql" and fast_stats.estimated_rows(conn, q.table) > fast_stats.EXACT_UP_TO:
-            return _estimated_stats(conn, q, info, now)
+            return _estimated_stats(conn, q, info, now, zone)
         # one scan: each row counted in the bucket its age falls into; :b<i> is bucket i's lower age bound
         params = {f"b{i}": q.bound(cutoff_for_days(lo, now, info.zone)) for i, (lo, _hi, _label) in enumerate(BUCKETS) if lo}
         starts = {lo: i for i, (lo, _hi, _label) in enumerate(BUCKETS)}
@@ -168,27 +171,51 @@ def stats(settings: Settings, *, now: datetime | None = None, engine: Engine | N
             text(f"SELECT count(*), min({q.ts}), max({q.ts}), {', '.join(exprs)} FROM {q.table}"), params
         ).one()
         total, lo_ts, hi_ts, *counts = row
-        if info.dialect == "postgresql":
-            day = f"({q.ts} AT TIME ZONE 'UTC')::date" if not q.naive else f"({q.ts})::date"
-        else:
-            day = f"substr({q.ts}, 1, 10)"
-        per_day = conn.execute(
-            text(f"SELECT {day} AS d, count(*) FROM {q.table} WHERE {q.ts} IS NOT NULL GROUP BY 1 ORDER BY 1")
-        ).all()
+        day, day_params = _day_sql(q, zone, lo_ts, hi_ts)
+        per_day = conn.execute(  # grouped in SQL: one row per day, whatever the table's size
+            text(f"SELECT {day} AS d, count(*) FROM {q.table} WHERE {q.ts} IS NOT NULL GROUP BY 1 ORDER BY 1"),
+            day_params,
+        ).all() if total else []
         size = None
         if info.dialect == "postgresql":
             size = conn.execute(text("SELECT pg_total_relation_size(CAST(:t AS regclass))"),
                                 {"t": q.table}).scalar()
-    days = tuple(DayCount(d if isinstance(d, date) else date.fromisoformat(str(d)), int(n)) for d, n in per_day)
+    # a SQLite value date() cannot read has no day (NULL); it still counts in the total
+    days = tuple(DayCount(d if isinstance(d, date) else date.fromisoformat(str(d)), int(n)) for d, n in per_day
+                 if d is not None)
     buckets = tuple(BucketCount(label, lo, hi, int(c or 0)) for (lo, hi, label), c in zip(BUCKETS, counts, strict=True))
     warnings = tuple(w for w in (index_warning(info),) if w)
     return Stats(info.display_name, int(total), ts_to_utc(info, lo_ts), ts_to_utc(info, hi_ts), buckets,
                  days, int(size) if size is not None else None, now, warnings)
 
 
-def _estimated_stats(conn: Connection, q: _Q, info: TableInfo, now: datetime) -> Stats:
+def _day_sql(q: _Q, zone: str, lo: Any, hi: Any) -> tuple[str, dict[str, Any]]:
+    """The SQL of a row's day of ``zone`` (core.zonedays) and its parameters; ``lo``/``hi`` are the
+    column's min and max as stored (SQLite: the span whose offset periods the expression covers)."""
+    if q.info.dialect == "postgresql":
+        return zonedays.pg_day_sql(q.info, q.ts, zone)
+    # Stored text with a suffix says UTC itself; without one it is wall time of the table's zone.
+    stored = "UTC" if q.fmt and q.fmt.suffix else q.info.zone
+    first, last = ts_to_utc(q.info, lo), ts_to_utc(q.info, hi)
+    periods = zonedays.offset_periods(first, last, display=zone, stored=stored) if first and last else [(None, 0)]
+
+    def shifted(i: int) -> str:  # to the second: fraction and suffix dropped (offsets are whole seconds)
+        return f"date(substr({q.ts}, 1, 19), :lrc_m{i})"
+
+    params: dict[str, Any] = {}
+    whens = []
+    for i, (start, seconds) in reversed(list(enumerate(periods))):  # newest first: most rows are recent
+        params[f"lrc_m{i}"] = f"{seconds:+d} seconds"
+        if i:  # the period's first instant in the stored form: the cleanup's own comparison
+            params[f"lrc_p{i}"] = q.bound(start)
+            whens.append(f"WHEN {q.ts} >= :lrc_p{i} THEN {shifted(i)}")
+    last_shift = shifted(0)
+    return (f"CASE {' '.join(whens)} ELSE {last_shift} END" if whens else last_shift), params
+
+
+def _estimated_stats(conn: Connection, q: _Q, info: TableInfo, now: datetime, zone: str) -> Stats:
     """A large PostgreSQL table: planner estimates (labelled), exact oldest/newest. Read-only."""
-    total, buckets, days = fast_stats.estimate(conn, info, q.table, now=now, buckets=BUCKETS)
+    total, buckets, days = fast_stats.estimate(conn, info, q.table, now=now, buckets=BUCKETS, zone=zone)
     lo_ts, hi_ts = fast_stats.exact_span(conn, info, q.table)
     size = conn.execute(text(f"SELECT sum(pg_total_relation_size(relid)) FROM {fast_stats.LEAVES} p"),
                         {"t": q.table}).scalar()

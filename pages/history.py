@@ -64,7 +64,9 @@ base = alt.Chart(chart).encode(
              alt.Tooltip("seconds:Q", title=_("seconds"), format=".1f")])
 st.caption(_("Rows deleted and time taken per day ({zone}), the runs shown below added up.").format(zone=zone))
 left, right = st.columns(2)
-left.altair_chart(base.mark_bar().encode(y=alt.Y("rows:Q", title=_("rows deleted"))).properties(height=200),
+# a bar at most as wide as a few days' worth: one day alone would otherwise fill the whole chart
+bar_px = max(1, min(36, 280 // len(per_day)))
+left.altair_chart(base.mark_bar(size=bar_px).encode(y=alt.Y("rows:Q", title=_("rows deleted"))).properties(height=200),
                   width="stretch")
 right.altair_chart(base.mark_line(point=True).encode(y=alt.Y("seconds:Q", title=_("duration (s)")))
                    .properties(height=200), width="stretch")

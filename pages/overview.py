@@ -6,12 +6,13 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core import RetentionError
+from core import RetentionError, i18n
 from core.db import NO_SUCH_TABLE
 from core.errors import BadSetting
 from core.i18n import _, ngettext
-from core.present import count, human_bytes, timestamp
+from core.present import count, human_bytes, timestamp, zone_label
 from core.space import EXPLANATION as SPACE_EXPLANATION
+from core.zonedays import day_start
 from ui import fmt
 from ui.data import cached_stats, clear_caches
 from ui.live import offer_demo_data, running_banner
@@ -60,29 +61,34 @@ if not s.total_rows:
     st.stop()
 
 st.subheader(_("Rows per day"))
+# Days of the display zone (core counted them so). Vega-Lite has no time zones but UTC and the browser's,
+# so the chart draws wall times of the display zone on a UTC scale: a day's bar and the cutoff's rule
+# land where that zone's clock puts them, whatever the browser's own zone.
+ZONE = i18n.display_zone()
+DAY = _("day ({zone})").format(zone=zone_label(d.day for d in s.per_day))
 days = pd.DataFrame(
     {
         "day": [pd.Timestamp(d.day, tz="UTC") for d in s.per_day],
         "label": [d.day.isoformat() for d in s.per_day],
         "rows": [d.rows for d in s.per_day],
+        # older: the whole day (in the display zone) is before the cutoff; the day holding it is kept
+        "side": [OLDER if day_start(d.day + timedelta(days=1), ZONE) <= cutoff else KEPT for d in s.per_day],
     }
 )
-days["side"] = [
-    OLDER if day + pd.Timedelta(days=1) <= pd.Timestamp(cutoff) else KEPT for day in days["day"]
-]
-x_scale = alt.Scale(type="utc")  # days are UTC days, whatever the browser's time zone
+x_scale = alt.Scale(type="utc")
 bars = (
     alt.Chart(days)
     .mark_bar(cornerRadiusTopLeft=2, cornerRadiusTopRight=2)
     .encode(
-        x=alt.X("utcyearmonthdate(day):T", title=None, scale=x_scale, axis=alt.Axis(format=_("%b %d"), labelAngle=0)),
+        x=alt.X("utcyearmonthdate(day):T", title=DAY, scale=x_scale, axis=alt.Axis(format=_("%b %d"), labelAngle=0)),
         y=alt.Y("rows:Q", title=_("rows per day")),
         color=alt.Color("side:N", title=None, scale=alt.Scale(domain=[OLDER, KEPT], range=["#e4572e", "#4c78a8"]),
                         legend=alt.Legend(orient="top")),
-        tooltip=[alt.Tooltip("label:N", title=_("day (UTC)")), alt.Tooltip("rows:Q", title=_("rows"), format=",")],
+        tooltip=[alt.Tooltip("label:N", title=DAY), alt.Tooltip("rows:Q", title=_("rows"), format=",")],
     )
 )
-marker = pd.DataFrame({"cutoff": [pd.Timestamp(cutoff)], "text": [_("cutoff: {days}").format(days=DAYS)]})
+wall = pd.Timestamp(i18n.to_display(cutoff).replace(tzinfo=None), tz="UTC")  # the cutoff on the display zone's clock
+marker = pd.DataFrame({"cutoff": [wall], "text": [_("cutoff: {days}").format(days=DAYS)]})
 rule = alt.Chart(marker).mark_rule(color="#1c2430", strokeDash=[6, 4], size=2).encode(x=alt.X("cutoff:T", scale=x_scale))
 label = (
     alt.Chart(marker)

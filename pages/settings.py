@@ -47,7 +47,8 @@ st.subheader(_("Effective configuration"))
 rows = [(name, _("(not set)") if value in (None, "") else _("•••••• (set)") if value == SHOWN_FOR_A_SECRET
          else str(value)) for name, value in settings.masked().items()]
 st.dataframe(pd.DataFrame(rows, columns=[_("setting"), _("value")]), hide_index=True, width="stretch",
-             height=35 * (len(rows) + 1) + 3, column_config={_("setting"): st.column_config.TextColumn(width="medium")})
+             height=35 * (len(rows) + 1) + 3, column_config={_("setting"): st.column_config.TextColumn(width="medium"),
+                                                      _("value"): st.column_config.TextColumn(width="large")})
 
 st.subheader("Slack")
 if settings.slack_bot_token:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import Settings, list_backups, stats
+from core import Settings, i18n, list_backups, stats
 from core.i18n import _
 from core.models import BackupInfo, Stats
 
@@ -19,8 +19,8 @@ STATS_TTL_S = 60
 
 
 @st.cache_data(ttl=STATS_TTL_S, show_spinner=False, max_entries=16)
-def _stats(key: str, _settings: Settings) -> Stats:  # noqa: ARG001 (key is the cache key)
-    return stats(_settings)
+def _stats(key: str, zone: str, _settings: Settings) -> Stats:  # noqa: ARG001 (key and zone are the cache key)
+    return stats(_settings, zone=zone)
 
 
 @st.cache_data(ttl=STATS_TTL_S, show_spinner=False, max_entries=16)
@@ -29,9 +29,10 @@ def _backups(key: str, _settings: Settings) -> list[BackupInfo]:  # noqa: ARG001
 
 
 def cached_stats(settings: Settings) -> Stats:
-    """Counts by age (raises RetentionError), cached for a minute per database and table."""
+    """Counts by age and per day of the session's display zone (raises RetentionError), cached for a
+    minute per database, table and zone."""
     with st.spinner(_("Counting rows by age…"), show_time=True):
-        return _stats(settings_key(settings), settings)
+        return _stats(settings_key(settings), i18n.display_zone(), settings)
 
 
 def cached_backups(settings: Settings) -> list[BackupInfo]:

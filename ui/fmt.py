@@ -13,7 +13,7 @@ from core.present import timestamp
 
 
 def day(value: datetime | None) -> str:
-    """The UTC date only (for narrow metric cards; the full timestamp goes in the help)."""
+    """The date in the display zone only (for narrow metric cards; the full timestamp goes in the help)."""
     return "—" if value is None else timestamp(value)[:10]
 
 
