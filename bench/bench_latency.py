@@ -72,8 +72,9 @@ def measure(url: str, workdir: Path, target_ms: int | None) -> dict:
     if target_ms:
         env["CLEANUP_BATCH_TARGET_MS"] = str(target_ms)
     t0 = time.monotonic()
-    run = subprocess.run([sys.executable, "-m", "core", "run", "--json", "--no-notify", "--env-file", os.devnull],
-                         env=env, capture_output=True, text=True, cwd=workdir)
+    run = subprocess.run([sys.executable, "-m", "core", "run", "--json", "--no-notify", "--env-file", os.devnull,
+                          "--debug"], env=env, capture_output=True, text=True, cwd=workdir)
+    (workdir / "cleanup.log").write_text(run.stderr)  # each batch's lock hold and its parts (--debug)
     took = time.monotonic() - t0
     time.sleep(0.5)
     stop.set()

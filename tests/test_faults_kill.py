@@ -156,3 +156,30 @@ def test_kill_9_at_a_random_moment_loses_nothing(request, lab: Lab, kind: str, t
                 assert second.proc.returncode == 0, second.stderr
         recover_and_finish(s, tmpl, trial)
         check_settled(s, tmpl.keys, tmpl.snapshot, fingerprint=tmpl.fingerprint, fast=bool(trial % 5))
+
+
+CUT_MOMENTS = (0.15, 0.35, 0.55, 0.75, 0.95, 1.3)  # seconds after the imports: first batches to the end
+
+
+@pytest.mark.parametrize("after", CUT_MOMENTS, ids=[f"at{m:.2f}s" for m in CUT_MOMENTS])
+def test_kill_9_among_sqlite_batches_cut_short_by_the_time_target_loses_nothing(request, lab: Lab, after: float,
+                                                                               tmp_path: Path):
+    """``CLEANUP_BATCH_TARGET_MS=4`` on SQLite: most batches stop reading after 2.2 ms and archive
+    and delete only the rows read (core.batches, the cut-short path); killed among them, nothing
+    is lost, and the next run recovers and finishes."""
+    tmpl = lab.template(request, "sqlite")
+    stats = lab.stat("kill-cut", "kill -9 among cut-short batches, sqlite")
+    moment = lab.startup() + after
+    where = f"cut-short kill at {moment:.2f} s (imports {lab.startup():.2f} s)"
+    with lab.trial(tmpl, tmp_path / "trial", stats, where) as t:
+        s = t.settings
+        t.label = f"target 4 ms, kill at {moment:.2f} s"
+        child = start_cli(s, *run_args(5000), CLEANUP_BATCH_TARGET_MS="4")
+        killed = t.struck = strike_at(child, moment) and child.kill()
+        if not killed:
+            assert child.proc.returncode == 0, child.stderr
+        wait_lock_free(s)
+        inst = t.instant = check_instant(s, tmpl.keys)
+        stats.phases[phase_of(inst, killed)] += 1
+        recover_and_finish(s, tmpl, 0)
+        check_settled(s, tmpl.keys, tmpl.snapshot, fingerprint=tmpl.fingerprint)
