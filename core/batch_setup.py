@@ -28,7 +28,8 @@ def batcher_for(run: Run, conn: LockedConnection) -> tuple[Any, SqliteTsFormat |
     table = qualified(engine, info.schema, info.name)
     skip = skip_referenced_sql(run.dependents, table=table, quote=lambda name: quote(engine, name))
     if info.dialect == "sqlite":
-        fmt = detect_sqlite_format(conn.dbapi, table, quote(engine, info.timestamp_column), full=True)
+        fmt = detect_sqlite_format(conn.dbapi, table, quote(engine, info.timestamp_column), full=True,
+                                   rowid=info.rowid)
         return SqliteBatcher(conn.dbapi, info, cutoff=run.cutoff, batch_size=run.batch_size, engine=engine,
                              fmt=fmt, skip=skip), fmt
     batcher = PostgresBatcher(conn.dbapi, info, cutoff=run.cutoff, batch_size=run.batch_size, engine=engine,
