@@ -7,7 +7,8 @@ cleanup counts its whole wait, so the writes that would have been due meanwhile 
 counted (p99 is of the writes made, not of 10 ms slots). Meanwhile ``python -m core run``
 archives and deletes the old two thirds of a table of N rows (bench/build_table.py).
 Each configuration starts from a fresh copy of the same table. Prints p50 / p99 / max
-write latency and the cleanup's duration side by side.
+write latency, the cleanup's duration, its batches and its longest batch lock hold (from the
+cleanup's ``--debug`` log, kept in the case's folder as cleanup.log) side by side.
 
     python bench/bench_latency.py --rows 300000 [--pg-url postgresql+psycopg2://postgres@127.0.0.1/postgres]
 """
@@ -18,6 +19,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import re
 import sqlite3
 import statistics
 import subprocess
@@ -72,8 +74,11 @@ def measure(url: str, workdir: Path, target_ms: int | None) -> dict:
     if target_ms:
         env["CLEANUP_BATCH_TARGET_MS"] = str(target_ms)
     t0 = time.monotonic()
-    run = subprocess.run([sys.executable, "-m", "core", "run", "--json", "--no-notify", "--env-file", os.devnull],
-                         env=env, capture_output=True, text=True, cwd=workdir)
+    run = subprocess.run([sys.executable, "-m", "core", "run", "--json", "--no-notify", "--env-file", os.devnull,
+                          "--debug"], env=env, capture_output=True, text=True, cwd=workdir)
+    (workdir / "cleanup.log").write_text(run.stderr)  # each batch's lock hold and its parts (--debug)
+    holds = [int(ms) for ms in re.findall(r"core\.batches: batch of \d+ rows.*? held (?:the write lock|its locks) "
+                                          r"(\d+) ms", run.stderr)]
     took = time.monotonic() - t0
     time.sleep(0.5)
     stop.set()
@@ -84,7 +89,7 @@ def measure(url: str, workdir: Path, target_ms: int | None) -> dict:
     lat = sorted(json.loads(out.read_text()))
     q = statistics.quantiles(lat, n=100)
     return {"rows": result["rows_deleted"], "cleanup_s": took, "writes": len(lat), "p50": q[49], "p99": q[98],
-            "max": lat[-1]}
+            "max": lat[-1], "batches": len(holds), "max_hold": max(holds, default=0)}
 
 
 def main() -> None:
@@ -98,6 +103,8 @@ def main() -> None:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     anchor = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    load = "load average " + " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path(
+        "/proc/loadavg").exists() else "unknown"  # other processes share the CPUs: say how busy they were
     rows = []
     for dialect in ("sqlite", "postgresql"):
         if args.only and dialect != args.only:
@@ -121,11 +128,13 @@ def main() -> None:
             rows.append((dialect, f"{target} ms" if target else "unset (50k-row batches)", m))
             print(f"{dialect:10} target {rows[-1][1]:24} {m}", file=sys.stderr, flush=True)
     print(f"\n{args.rows:,} rows, two thirds older than the cutoff; one insert every {1000 * INTERVAL_S:.0f} ms\n")
-    print("| database | CLEANUP_BATCH_TARGET_MS | rows deleted | cleanup | writes | p50 | p99 | max |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"machine load before: {load}\n")
+    print("| database | CLEANUP_BATCH_TARGET_MS | rows deleted | cleanup | batches | longest lock hold | writes | p50 "
+          "| p99 | max |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for dialect, target, m in rows:
-        print(f"| {dialect} | {target} | {m['rows']:,} | {m['cleanup_s']:.1f} s | {m['writes']:,} | "
-              f"{m['p50']:.1f} ms | {m['p99']:.1f} ms | {m['max']:.0f} ms |")
+        print(f"| {dialect} | {target} | {m['rows']:,} | {m['cleanup_s']:.1f} s | {m['batches']} | {m['max_hold']} ms | "
+              f"{m['writes']:,} | {m['p50']:.1f} ms | {m['p99']:.1f} ms | {m['max']:.0f} ms |")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sqlite3
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,14 +23,14 @@ from sqlalchemy.engine import Engine
 
 from .backup.csvfile import header_line, make_rows_encoder
 from .backup.writer import MemberWriter
+from .batch_journal import BatchDone, Journal
 from .db import TableInfo, qualified, quote
 from .errors import BatchConflict, BatchError
-from .history import db_time, journal_sql
+from .history import journal_sql
 from .shape import (
     cutoff_value,
     key_compare,
     key_of,
-    key_text,
     next_batch_sql,
     order_by,
     ts_to_utc,
@@ -40,50 +40,9 @@ from .timefmt import SqliteTsFormat
 
 log = logging.getLogger(__name__)
 
+__all__ = ["BatchDone", "Batcher", "Journal", "PostgresBatcher", "SqliteBatcher"]
+
 RETRIES = 5
-
-
-@dataclass(frozen=True)
-class BatchDone:
-    rows: int
-    last_key: Any
-    min_ts: datetime | None
-    max_ts: datetime | None
-    committed_bytes: int
-
-
-@dataclass
-class Journal:
-    """What the history row records after each committed batch."""
-
-    run_id: str
-    rows: int = 0
-    batches: int = 0
-    min_ts: datetime | None = None
-    max_ts: datetime | None = None
-    last_key: Any = None
-
-    def add(self, b: BatchDone) -> None:
-        self.rows += b.rows
-        self.batches += 1
-        self.last_key = b.last_key
-        if b.min_ts is not None:
-            self.min_ts = b.min_ts if self.min_ts is None else min(self.min_ts, b.min_ts)
-        if b.max_ts is not None:
-            self.max_ts = b.max_ts if self.max_ts is None else max(self.max_ts, b.max_ts)
-
-    def params(self, dialect: str, committed_bytes: int, batch: BatchDone) -> dict[str, Any]:
-        lo = batch.min_ts if self.min_ts is None else min(x for x in (self.min_ts, batch.min_ts) if x)
-        hi = batch.max_ts if self.max_ts is None else max(x for x in (self.max_ts, batch.max_ts) if x)
-        return {
-            "committed_bytes": committed_bytes,
-            "rows": self.rows + batch.rows,
-            "batches": self.batches + 1,
-            "last_key": key_text(batch.last_key),
-            "min_ts": db_time(dialect, lo),
-            "max_ts": db_time(dialect, hi),
-            "run_id": self.run_id,
-        }
 
 
 class Batcher:
@@ -108,6 +67,9 @@ class Batcher:
         # The largest old key when the run counted: rows that arrive later, even with
         # old timestamps, wait for the next run instead of keeping this one going.
         self.upper: Any = None
+        # SQLite: stop reading a batch's rows after this many seconds of holding the write lock, and
+        # archive and delete the rows read so far (core.pacing, CLEANUP_BATCH_TARGET_MS). None: never.
+        self.cut_after_s: float | None = None
 
     def run_batch(self, writer: MemberWriter, after: Any, journal: Journal) -> BatchDone | None:
         """Archive and delete the next key range after ``after``; None when nothing is left.
@@ -283,9 +245,10 @@ class PostgresBatcher(Batcher):
                     raise BatchError("the run's history row is no longer 'running'; stopped safely")
                 committing = True
                 conn.commit()
-                log.debug("batch of %d rows: select %.0f ms, copy %.0f ms, rest of delete %.0f ms, backup sync "
-                          "%.0f ms, journal and commit %.0f ms", n, *(1000 * (b - a) for a, b in
-                          ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, time.perf_counter()))))
+                done = dataclasses.replace(done, held_s=time.perf_counter() - t0)
+                log.debug("batch of %d rows held its locks %.0f ms: select %.0f, copy %.0f, rest of delete %.0f, "
+                          "backup sync %.0f, journal and commit %.0f ms", n, 1000 * done.held_s, *(1000 * (b - a) for
+                          a, b in ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t0 + done.held_s))))
                 return done
         except self._retryable as exc:
             self._undo(writer, committing, deleting)
@@ -332,7 +295,11 @@ class SqliteBatcher(Batcher):
     def _batch(self, writer: MemberWriter, after: Any, journal: Journal) -> BatchDone | None:
         conn = self.conn
         committing = False
-        conn.execute("BEGIN IMMEDIATE")  # takes the write lock: the snapshot cannot change under us
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # takes the write lock: the snapshot cannot change under us
+        except sqlite3.OperationalError as exc:
+            raise _conflict(exc) from None
+        t0 = time.perf_counter()
         try:
             where, args = self._where(after, None)
             # One pass, as on PostgreSQL: last key, count and time span of the next batch.
@@ -342,44 +309,84 @@ class SqliteBatcher(Batcher):
                 conn.execute("ROLLBACK")
                 return None
             pending = self._done(row, 0)
-            n, hi = pending.rows, pending.last_key
-            where, args = self._where(after, hi)
+            t1 = time.perf_counter()
             writer.begin()
             header = writer.size == 0
             if header:
                 writer.write_text(header_line(self.info.column_names))
-            cur = conn.execute(f"SELECT {self.select_list} FROM {self.table} WHERE {where} ORDER BY {self.order}", args)
-            copied = 0
-            encode_rows, write = self.encode_rows, writer.write_text
-            try:
-                while rows := cur.fetchmany(500):
-                    write(encode_rows(rows))
-                    copied += len(rows)
-            finally:
-                # A statement left mid-way (a value that is not UTF-8, a failed write) keeps a read
-                # lock after ROLLBACK: nobody, not even the failure's history update, could write.
-                cur.close()
+            copied, cut = self._copy(writer, *self._where(after, pending.last_key), t0)
+            if cut and copied < pending.rows:  # out of time: the batch is the first `copied` rows, in key order
+                row = _one(conn, self._next(where), [*args, copied])
+                pending = dataclasses.replace(self._done(row, 0), cut=True)
+            n = pending.rows
             if copied != n:
                 raise BatchError(f"read {copied} rows where the snapshot counted {n}; stopped safely")
+            where, args = self._where(after, pending.last_key)
+            t2 = time.perf_counter()
             # as on PostgreSQL: DELETE while the last pieces are compressed, commit after fsync
             deleted = conn.execute(f"DELETE FROM {self.table} WHERE {where}", args).rowcount
             if deleted != n:
                 raise BatchError(f"DELETE matched {deleted} rows, backup holds {n}; rolled back")
+            t3 = time.perf_counter()
             size = writer.commit_member(n + header)
+            t4 = time.perf_counter()
             done = dataclasses.replace(pending, committed_bytes=size)
             if conn.execute(self.journal_sql, journal.params("sqlite", size, done)).rowcount != 1:
                 raise BatchError("the run's history row is no longer 'running'; stopped safely")
             committing = True
             conn.execute("COMMIT")
-            return done
-        except BaseException:
-            if not committing:
-                try:
-                    conn.execute("ROLLBACK")
-                except Exception:
-                    log.debug("rollback failed", exc_info=True)
-                writer.rollback_member()
+            t5 = time.perf_counter()
+            log.debug("batch of %d rows%s held the write lock %.0f ms: select %.0f, read %.0f, delete %.0f, "
+                      "backup sync %.0f, journal and commit %.0f ms", n, " (cut short)" if done.cut else "",
+                      1000 * (t5 - t0), *(1000 * (b - a) for a, b in ((t0, t1), (t1, t2), (t2, t3), (t3, t4),
+                                                                       (t4, t5))))
+            return dataclasses.replace(done, held_s=t5 - t0)
+        except BaseException as exc:
+            # SQLITE_BUSY at COMMIT (a reader kept the lock COMMIT needs past the busy timeout) leaves
+            # the transaction open and uncommitted; any other COMMIT failure has an unknown outcome
+            # (recovery decides from the journal), so its bytes are kept.
+            conflict = _conflict(exc)
+            if not committing or conflict is not exc:
+                self._undo(writer)
+            if conflict is not exc:
+                raise conflict from None
             raise
+
+    def _copy(self, writer: MemberWriter, where: str, args: list[Any], t0: float) -> tuple[int, bool]:
+        """Encode the range's rows into the member, in key order; stop early once ``cut_after_s``
+        has passed since ``t0`` (the lock was taken). Returns (rows written, whether it stopped early)."""
+        deadline = None if self.cut_after_s is None else t0 + self.cut_after_s
+        cur = self.conn.execute(f"SELECT {self.select_list} FROM {self.table} WHERE {where} ORDER BY {self.order}",
+                                args)
+        copied = 0
+        encode_rows, write = self.encode_rows, writer.write_text
+        try:
+            while rows := cur.fetchmany(250):
+                write(encode_rows(rows))
+                copied += len(rows)
+                if deadline is not None and time.perf_counter() >= deadline:
+                    return copied, True
+        finally:
+            # A statement left mid-way (cut short, a value that is not UTF-8, a failed write) keeps a
+            # read lock after ROLLBACK: nobody, not even the failure's history update, could write.
+            cur.close()
+        return copied, False
+
+    def _undo(self, writer: MemberWriter) -> None:
+        try:
+            self.conn.execute("ROLLBACK")
+        except Exception:
+            log.debug("rollback failed", exc_info=True)
+        writer.rollback_member()
+
+
+def _conflict(exc: BaseException) -> BaseException:
+    """SQLITE_BUSY / SQLITE_LOCKED (the busy timeout ran out: another session kept the database
+    locked) as a BatchConflict, which the batch retries; any other error as it is."""
+    if isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) in (
+            sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return BatchConflict(f"the database stayed locked by another session ({exc})")
+    return exc
 
 
 def _one(conn: Any, sql: str, args: list[Any]) -> Any:

@@ -29,23 +29,23 @@ from .backup.manifest import backup_names, build_manifest
 from .backup.store import LocalFolderStore
 from .backup.stored import FinishRequest, attach_segments, finish_anywhere, prepare_store
 from .backup.writer import MemberWriter
-from .batches import Journal, PostgresBatcher, SqliteBatcher
+from .batch_setup import batcher_for
+from .batches import Journal
 from .config import Settings
 from .db import (
     LockedConnection,
     TableInfo,
     check_connection,
     describe_table,
-    qualified,
-    quote,
     table_identity,
 )
-from .dependents import Dependents, run_notes, skip_referenced_sql, table_dependents
+from .dependents import Dependents, run_notes, table_dependents
 from .errors import (
     BadSetting,
     CleanupFailed,
     DatabaseError,
     DependentRowsRefused,
+    LockTimeout,
     PermissionDenied,
     RetentionError,
     map_exceptions,
@@ -58,7 +58,7 @@ from .partitions import manifest_entries, partition_dropper
 from .recovery import get_run_result, list_history, recover_interrupted, settle
 from .shape import check_can_clean
 from .stats import preview
-from .timefmt import SqliteTsFormat, detect_sqlite_format, resolve_cutoff
+from .timefmt import resolve_cutoff
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,10 @@ def run_request(settings: Settings, *, request: CleanupRequest) -> RunResult:
     return run.count_only() if run.dry_run else run.execute(run.take_lock())
 
 
-def plan_run(settings: Settings, request: CleanupRequest) -> Run:
-    """Check everything a run needs before it writes anything. Raises BadSetting, DatabaseUnavailable."""
+def plan_run(settings: Settings, request: CleanupRequest, *, refuse: bool = True) -> Run:
+    """Check everything a run needs before it writes anything. Raises BadSetting, DatabaseUnavailable,
+    LockTimeout (another session kept the table locked past CLEANUP_LOCK_TIMEOUT_MS), and
+    DependentRowsRefused unless ``refuse`` is False (``run --all``: the Run's ``refusal`` says it)."""
     started, t0 = utcnow(), time.monotonic()
     if request.batch_size is not None and not 1 <= request.batch_size <= 1_000_000:
         raise BadSetting("--batch-size", request.batch_size, "must be between 1 and 1000000")
@@ -121,14 +123,16 @@ def plan_run(settings: Settings, request: CleanupRequest) -> Run:
         raise BadSetting("trigger", request.trigger, f"must be one of {', '.join(Trigger)}") from None
     cutoff = resolve_cutoff(retention_days=request.retention_days, cutoff=request.cutoff,
                             default_days=settings.retention_days, now=started)
-    engine = check_connection(settings)
-    info = describe_table(settings, engine)
-    if request.cutoff is None:  # N days are calendar days in the table's zone, as PostgreSQL counts them
-        cutoff = resolve_cutoff(retention_days=request.retention_days, cutoff=None,
-                                default_days=settings.retention_days, now=started, zone=info.zone)
-    dependents = table_dependents(engine, info)
+    with pacing.lock_waits(settings.table, settings):  # every statement of the run waits at most the timeout
+        engine = check_connection(settings, bounded=True)
+        info = describe_table(settings, engine)
+        if request.cutoff is None:  # N days are calendar days in the table's zone, as PostgreSQL counts them
+            cutoff = resolve_cutoff(retention_days=request.retention_days, cutoff=None,
+                                    default_days=settings.retention_days, now=started, zone=info.zone)
+        dependents = table_dependents(engine, info)
+        identity = table_identity(settings, engine)
     refusal = dependents.refusal(allow_delete_triggers=settings.allow_delete_triggers)
-    if refusal and not request.dry_run:  # before the lock, the history row or the backup file
+    if refusal and refuse and not request.dry_run:  # before the lock, the history row or the backup file
         raise DependentRowsRefused(info.display_name, refusal)
     store = LocalFolderStore.prepare(settings.backup_dir)
     prepare_store(settings)  # an unusable BACKUP_STORE fails the run here, before anything is written
@@ -137,8 +141,7 @@ def plan_run(settings: Settings, request: CleanupRequest) -> Run:
     return Run(settings=settings, engine=engine, info=info, run_id=run_id, cutoff=cutoff, trigger=trigger,
                started=started, t0=t0, batch_size=request.batch_size or settings.batch_size,
                backup_file=final, partial_file=partial, manifest_file=manifest, dry_run=request.dry_run,
-               notify=request.notify, progress=request.progress, identity=table_identity(settings, engine),
-               dependents=dependents,
+               notify=request.notify, progress=request.progress, identity=identity, dependents=dependents,
                max_runtime_s=request.max_runtime_s)
 
 
@@ -203,7 +206,8 @@ class Run:
 
     def count_only(self) -> RunResult:
         """The dry run: count what would go, record it, change nothing else."""
-        p = preview(self.settings, cutoff=self.cutoff, engine=self.engine, info=self.info)
+        with pacing.lock_waits(self.table, self.settings):
+            p = preview(self.settings, cutoff=self.cutoff, engine=self.engine, info=self.info)
         result = self.result(RunStatus.DRY_RUN, rows_matched=p.rows_to_delete, notification=NotifyStatus.SKIPPED,
                              rows_skipped=p.rows_skipped)
         try:
@@ -232,15 +236,18 @@ class Run:
         """
         try:
             with map_exceptions():
-                check_can_clean(self.engine, self.info)
-                history.ensure_history(self.engine, self.info.schema)
-                recovered = recover_interrupted(self.settings, engine=self.engine, info=self.info)
+                with pacing.lock_waits(self.table, self.settings):
+                    check_can_clean(self.engine, self.info)
+                    history.ensure_history(self.engine, self.info.schema)
+                    recovered = recover_interrupted(self.settings, engine=self.engine, info=self.info)
                 result = self.archive_and_delete(conn)
                 after = after_run(self.settings)  # expiry and Drive copies, under the lock this run holds
                 if after:
                     history.update_run(self.engine, self.info.schema, result.run_id,
                                        notes="\n".join(result.notes + after))
-        except DatabaseError as exc:  # outside a batch: disk full, connection lost
+        except DatabaseError as exc:  # outside a batch: disk full, connection lost, a lock wait that ran out
+            if isinstance(exc, LockTimeout) and exc.changed_nothing:  # pacing.lock_waits: its line says it all
+                raise
             raise CleanupFailed(N_("cleanup of {table} stopped: {error}; the next run recovers anything unfinished"),
                                 run_id=self.run_id, table=self.table, error=exc.msg) from None
         finally:
@@ -252,40 +259,25 @@ class Run:
         history.update_run(self.engine, self.info.schema, result.run_id, notification=NotifyStatus.SKIPPED)
         return dataclasses.replace(result, notification=NotifyStatus.SKIPPED)
 
-    def _batcher(self, conn: LockedConnection) -> tuple[Any, SqliteTsFormat | None]:
-        if self.info.dialect == "sqlite":
-            fmt = detect_sqlite_format(conn.dbapi, qualified(self.engine, self.info.schema, self.info.name),
-                                       quote(self.engine, self.info.timestamp_column), full=True)
-            return SqliteBatcher(conn.dbapi, self.info, cutoff=self.cutoff, batch_size=self.batch_size,
-                                 engine=self.engine, fmt=fmt, skip=self._skip()), fmt
-        batcher = PostgresBatcher(conn.dbapi, self.info, cutoff=self.cutoff, batch_size=self.batch_size,
-                                  engine=self.engine, reader=_second_connection(conn), skip=self._skip())
-        pacing.set_lock_timeout([c for c in (conn.dbapi, batcher.reader) if c is not None],
-                                self.settings.lock_timeout_ms)
-        return batcher, None
-
-    def _skip(self) -> str:
-        return skip_referenced_sql(self.dependents, table=qualified(self.engine, self.info.schema, self.info.name),
-                                   quote=lambda name: quote(self.engine, name))
-
     def archive_and_delete(self, conn: LockedConnection) -> RunResult:
         """Batches until no old row is left, then finish the backup and record success."""
-        batcher, fmt = self._batcher(conn)
-        dropper = partition_dropper(self, conn, batcher.select_list)
-        # partitioned: whether any old row exists (an index probe); the batches count what the drops leave
-        total = batcher.count() if dropper is None else int(dropper.any_old(self.cutoff, batcher.cutoff_param))
-        if total == 0 and not (dropper and dropper.pending()):
-            result = self.result(RunStatus.NOTHING_TO_DO, rows_skipped=batcher.skipped)
-            self.record(result)
-            log.info("nothing to do: no row of %s is older than %s", self.table, self.cutoff.isoformat())
-            return result
-        history.insert_run(
-            self.engine, self.info.schema, run_id=self.run_id, table_name=self.table, trigger=self.trigger,
-            status=RunStatus.RUNNING, started_at=self.started, cutoff=self.cutoff,
-            partial_file=str(self.partial_file), backup_file=str(self.backup_file),
-            manifest_file=str(self.manifest_file), pid=os.getpid(), table_key=self.identity.key,
-            rows_skipped=batcher.skipped, notes="\n".join(self.notes) or None,
-        )
+        with pacing.lock_waits(self.table, self.settings):  # every wait before the first batch
+            batcher, fmt = batcher_for(self, conn)
+            dropper = partition_dropper(self, conn, batcher.select_list)
+            # partitioned: whether any old row exists (an index probe); the batches count what the drops leave
+            total = batcher.count() if dropper is None else int(dropper.any_old(self.cutoff, batcher.cutoff_param))
+            if total == 0 and not (dropper and dropper.pending()):
+                result = self.result(RunStatus.NOTHING_TO_DO, rows_skipped=batcher.skipped)
+                self.record(result)
+                log.info("nothing to do: no row of %s is older than %s", self.table, self.cutoff.isoformat())
+                return result
+            history.insert_run(
+                self.engine, self.info.schema, run_id=self.run_id, table_name=self.table, trigger=self.trigger,
+                status=RunStatus.RUNNING, started_at=self.started, cutoff=self.cutoff,
+                partial_file=str(self.partial_file), backup_file=str(self.backup_file),
+                manifest_file=str(self.manifest_file), pid=os.getpid(), table_key=self.identity.key,
+                rows_skipped=batcher.skipped, notes="\n".join(self.notes) or None,
+            )
         journal = Journal(self.run_id)
         pacer = pacing.Pacer.for_run(self.settings, batch_size=self.batch_size, engine=self.engine,
                                      max_runtime_s=self.max_runtime_s)
@@ -381,13 +373,3 @@ class Run:
         except RetentionError as exc:  # recording the outcome must not turn a cleanup into a failure
             log.error("could not record the notification outcome of run %s: %s", result.run_id, exc.one_line())
         return dataclasses.replace(result, notification=status, notification_detail=outcome.detail)
-
-
-def _second_connection(conn: LockedConnection) -> Any | None:
-    """A reader for the batches' COPY, or None (slower, one connection) when the server refuses one."""
-    try:
-        with map_exceptions():
-            return conn.another()
-    except DatabaseError as exc:
-        log.warning("no second database connection (%s); each batch copies, then deletes", exc.one_line())
-        return None

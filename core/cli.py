@@ -155,7 +155,7 @@ def _run_all(args: argparse.Namespace, settings: Settings, max_runtime_s: float 
     if args.json:
         sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
     elif args.verbose or sys.stdout.isatty() or result.exit_code:
-        sys.stdout.write("\n".join(f"{p.table}: {lead_sentence(p.result) if p.result else p.error}"
+        sys.stdout.write("\n".join(f"{p.table}: {status_label(p.result)}: {lead_sentence(p.result)}"
                                    for p in result.runs) + "\n")
     if result.exit_code:
         raise PoliciesFailed(result)
@@ -166,7 +166,7 @@ class PoliciesFailed(RetentionError):
 
     def __init__(self, result: PoliciesResult) -> None:
         self.exit_code = result.exit_code
-        bad = [f"{p.table} ({p.status})" for p in result.runs if p.status in ("failed", "locked")]
+        bad = [f"{p.table} ({p.status})" for p in result.runs if p.status in (RunStatus.FAILED, RunStatus.LOCKED)]
         super().__init__(f"{len(bad)} of {len(result.runs)} policies did not finish: {', '.join(bad)}")
 
 
@@ -218,7 +218,9 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> None:
     runs = cleanup.list_history(settings, limit=args.limit)
     lines = [f"{timestamp(r.started_at)}  {status_label(r):<13} {trigger_label(r.trigger):<9} "
              f"{i18n.rows(r.rows_deleted):>14}  Slack {NotifyStatus(r.notification).label:<7} {r.run_id}"
-             + ("\n    " + _("error: {text}").format(text=r.error) if r.error else "") for r in runs]
+             + ("\n    " + _("error: {text}").format(text=r.error) if r.error else "")
+             + ("\n    " + _("space:     {text}").format(text=space_sentence(r)) if space_sentence(r) else "")
+             for r in runs]
     _print(args, {"runs": runs}, "\n".join(lines) or _("no runs yet"))
 
 

@@ -161,13 +161,14 @@ class Settings:
         "RETENTION_POLICIES_FILE", None, "TOML file of [[policy]] entries (several tables); unset: none is read")
     pause_ms: int = setting("CLEANUP_PAUSE_MS", 0, "pause between batches, in milliseconds", check=check_ms)
     batch_target_ms: int | None = setting(
-        "CLEANUP_BATCH_TARGET_MS", None, "time target of one batch transaction; the batch size adapts",
+        "CLEANUP_BATCH_TARGET_MS", None, "bound on one batch transaction's lock hold; the batch size adapts",
         check=check_ms, parse=to_int)
     max_replica_lag_s: float | None = setting(
         "CLEANUP_MAX_REPLICA_LAG_S", None, "PostgreSQL: pause while a replica lags more than this",
         check=check_ms, parse=to_float)
     lock_timeout_ms: int | None = setting(
-        "CLEANUP_LOCK_TIMEOUT_MS", None, "PostgreSQL: lock_timeout of the cleanup's own statements",
+        "CLEANUP_LOCK_TIMEOUT_MS", None, "longest wait of any cleanup statement for another session's lock "
+        "(PostgreSQL lock_timeout, SQLite busy timeout)",
         check=check_ms, parse=to_int)
     vacuum: bool = setting("CLEANUP_VACUUM", False, "VACUUM (ANALYZE) the table after a cleanup (SQLite: VACUUM)")
 

@@ -22,7 +22,7 @@ from sqlalchemy.exc import NoSuchTableError, OperationalError, SQLAlchemyError
 from sqlalchemy.sql import sqltypes
 
 from .config import Settings, mask_url
-from .errors import BadSetting, DatabaseUnavailable, LockHeld
+from .errors import BadSetting, DatabaseUnavailable, LockHeld, LockTimeout, RetentionError, translate
 from .i18n import N_
 from .identity import TableIdentity, postgres_identity, sqlite_identity, sqlite_lock_path
 
@@ -82,21 +82,34 @@ class TableInfo:
         return self.column_names.index(name)
 
 
-def get_engine(settings: Settings) -> Engine:
-    """A process-wide engine for the settings' URL (created once; no I/O here)."""
+SQLITE_BUSY_TIMEOUT_S = 30  # how long a SQLite statement waits for another session's lock by default
+
+
+def get_engine(settings: Settings, *, bounded: bool = False) -> Engine:
+    """A process-wide engine for the settings' URL (created once; no I/O here).
+
+    ``bounded`` (a cleanup's own engine): with ``CLEANUP_LOCK_TIMEOUT_MS`` set, every statement
+    on its connections waits at most that long for a lock another session holds (PostgreSQL
+    ``lock_timeout``, SQLite's busy timeout) and then fails with LockTimeout; other front-end
+    reads (pages, stats) keep the default engine.
+    """
     url = settings.database_url
-    engine = _ENGINES.get(url)
+    wait_ms = settings.lock_timeout_ms if bounded else None
+    key = url if wait_ms is None else f"{url}\0lock_timeout={int(wait_ms)}"
+    engine = _ENGINES.get(key)
     if engine is None:
         backend = make_url(url).get_backend_name()
         if backend == "sqlite":
             # busy timeout: writers of the chat service and our batches take turns.
-            engine = create_engine(url, connect_args={"timeout": 30})
+            engine = create_engine(url, connect_args={
+                "timeout": SQLITE_BUSY_TIMEOUT_S if wait_ms is None else wait_ms / 1000})
         else:
             # client_encoding UTF8: backups are UTF-8 whatever the server's encoding.
-            engine = create_engine(
-                url, pool_pre_ping=True, connect_args={"connect_timeout": 10, "client_encoding": "UTF8"}
-            )
-        _ENGINES[url] = engine
+            args: dict[str, Any] = {"connect_timeout": 10, "client_encoding": "UTF8"}
+            if wait_ms is not None:
+                args["options"] = f"-c lock_timeout={int(wait_ms)}"
+            engine = create_engine(url, pool_pre_ping=True, connect_args=args)
+        _ENGINES[key] = engine
     return engine
 
 
@@ -107,9 +120,10 @@ def dispose_engines() -> None:
     _ENGINES.clear()
 
 
-def check_connection(settings: Settings) -> Engine:
-    """Connect once; raises DatabaseUnavailable with a one-line reason."""
-    engine = get_engine(settings)
+def check_connection(settings: Settings, *, bounded: bool = False) -> Engine:
+    """Connect once; raises DatabaseUnavailable with a one-line reason (LockTimeout when the
+    database stayed locked by another session). ``bounded``: see :func:`get_engine`."""
+    engine = get_engine(settings, bounded=bounded)
     if engine.dialect.name == "sqlite":
         path = make_url(settings.database_url).database or ""
         parent = Path(path).resolve().parent
@@ -119,9 +133,17 @@ def check_connection(settings: Settings) -> Engine:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
     except (OperationalError, SQLAlchemyError) as exc:
-        why = str(getattr(exc, "orig", exc)).strip().splitlines()
-        raise DatabaseUnavailable(mask_url(settings.database_url), why[0] if why else "unknown") from None
+        raise _unavailable(settings, exc) from None
     return engine
+
+
+def _unavailable(settings: Settings, exc: BaseException) -> RetentionError:
+    """DatabaseUnavailable for a database that does not answer; LockTimeout for one that answers locked."""
+    own = translate(exc)
+    if isinstance(own, LockTimeout):
+        return own
+    why = str(getattr(exc, "orig", exc)).strip().splitlines()
+    return DatabaseUnavailable(mask_url(settings.database_url), why[0] if why else "unknown")
 
 
 def quote(engine: Engine, name: str) -> str:
@@ -229,8 +251,7 @@ def table_identity(settings: Settings, engine: Engine | None = None) -> TableIde
     except LookupError:
         raise BadSetting("LOG_TABLE", settings.table, NO_SUCH_TABLE) from None
     except SQLAlchemyError as exc:
-        why = str(getattr(exc, "orig", exc)).strip().splitlines()
-        raise DatabaseUnavailable(mask_url(settings.database_url), why[0] if why else "unknown") from None
+        raise _unavailable(settings, exc) from None
 
 
 def lock_key(settings: Settings) -> int:

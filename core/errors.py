@@ -137,6 +137,18 @@ class DatabaseError(RetentionError):
     """A database statement failed (translated from the driver's error by :func:`map_exceptions`)."""
 
 
+class LockTimeout(DatabaseError):
+    """A statement waited for a lock another session holds longer than allowed (PostgreSQL
+    ``lock_timeout``, SQLite's busy timeout: ``CLEANUP_LOCK_TIMEOUT_MS``); the statement changed nothing.
+
+    ``changed_nothing``: raised before the operation changed anything at all (its message says so).
+    """
+
+    def __init__(self, template: str, /, *, changed_nothing: bool = False, **params: object) -> None:
+        self.changed_nothing = changed_nothing
+        super().__init__(template, **params)
+
+
 class StorageError(RetentionError):
     """Reading or writing a file failed: disk full, permissions, a vanished folder."""
 
@@ -267,11 +279,29 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _lock_wait_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from psycopg2 import errors as pg_errors
+    except ImportError:  # a SQLite-only install
+        return ()
+    return (pg_errors.LockNotAvailable,)
+
+
+def waited_too_long(exc: BaseException | None) -> bool:
+    """Whether a driver error is a lock wait that ran out: PostgreSQL ``lock_timeout`` (LockNotAvailable),
+    SQLite's busy timeout (SQLITE_BUSY / SQLITE_LOCKED, which carry no class of their own)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return isinstance(exc, _lock_wait_errors())
+
+
 def translate(exc: BaseException) -> RetentionError | None:
     """The own error for a foreign one (message: :func:`describe`), or None if it is not in the table."""
     if isinstance(exc, RetentionError):
         return exc
     orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
+    if waited_too_long(exc) or waited_too_long(orig):  # before FOREIGN_ERRORS: a DatabaseError of its own
+        return LockTimeout(_FOREIGN_TEMPLATE[DatabaseError], error=describe(exc))
     for foreign, own in FOREIGN_ERRORS:
         if isinstance(exc, foreign) or isinstance(orig, foreign):
             return own(_FOREIGN_TEMPLATE.get(own, "{error}"), error=describe(exc))

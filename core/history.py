@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Integer,
@@ -56,6 +57,13 @@ MIGRATIONS: tuple[tuple[int, Column], ...] = (
     (4, Column("rows_skipped", BigInteger)),  # old rows kept: still referenced through RESTRICT / NO ACTION
     (5, Column("notes", Text)),  # what the operator should know: RLS, delete triggers that fired (one per line)
     (6, Column("backup_url", Text)),  # the stored object (BACKUP_STORE), s3://…
+    # the table's space around the run (core.space): PostgreSQL pg_total_relation_size and n_dead_tup,
+    # SQLite the file and its free pages; vacuumed: NULL not asked, else whether CLEANUP_VACUUM's VACUUM ran
+    (7, Column("table_bytes_before", BigInteger)),
+    (8, Column("table_bytes_after", BigInteger)),
+    (9, Column("dead_tuples", BigInteger)),
+    (10, Column("free_bytes", BigInteger)),
+    (11, Column("vacuumed", Boolean)),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0] if MIGRATIONS else 1
 
@@ -278,7 +286,16 @@ def row_to_result(row: dict[str, Any]) -> RunResult:
         rows_skipped=int(row.get("rows_skipped") or 0),
         notes=tuple((row.get("notes") or "").splitlines()),
         backup_url=row.get("backup_url"),
+        **{name: _optional(row.get(name)) for name in SPACE_FIELDS},
     )
+
+
+SPACE_FIELDS = ("table_bytes_before", "table_bytes_after", "dead_tuples", "free_bytes", "vacuumed")
+
+
+def _optional(value: Any) -> Any:
+    """A space column as RunResult holds it: None stays None; SQLite may hand back 0/1 for a boolean."""
+    return value if value is None or isinstance(value, bool) else int(value)
 
 
 # ---------------------------------------------------------------------------

@@ -26,6 +26,7 @@ class RunStatus(StrEnum):
     EXPIRED = "expired"  # not a cleanup: a backup deleted everywhere under BACKUP_RETENTION_DAYS
     RESTORED = "restored"  # not a cleanup: a backup's rows put back (rows_matched: rows restored)
     PARTIAL = "partial"  # stopped at --max-runtime (or a lock timeout); what it deleted is final
+    LOCKED = "locked"  # run --all: another cleanup of the table held its lock; this one changed nothing
 
     @property
     def label(self) -> str:
@@ -47,6 +48,7 @@ _RUN_LABELS = {
     RunStatus.EXPIRED: N_("🗑️ backup expired"),
     RunStatus.RESTORED: N_("♻️ restored"),
     RunStatus.PARTIAL: N_("⏸️ partial"),
+    RunStatus.LOCKED: N_("🔒 locked"),
 }
 
 
@@ -267,24 +269,31 @@ class DemoDataResult:
 
 @dataclass(frozen=True)
 class PolicyRun:
-    """One policy's part of ``run --all``: its RunResult, or why it did not run (locked, or an error)."""
+    """One policy's part of ``run --all``: its RunResult, whatever became of it.
+
+    A policy that did not run has one too, with every key of the run JSON: status ``locked``
+    (another cleanup held the table's lock) or ``failed`` (refused, or stopped before its
+    first batch), its one line in ``error``, zeros and nulls for what it did not do.
+    """
 
     table: str
-    result: RunResult | None
-    error: str | None = None
-    locked: bool = False  # another cleanup of the table held its lock; nothing was changed
+    result: RunResult
 
     @property
-    def status(self) -> str:
-        if self.result is not None:
-            return RunStatus(self.result.status).value
-        return "locked" if self.locked else RunStatus.FAILED.value
+    def status(self) -> RunStatus:
+        return RunStatus(self.result.status)
+
+    @property
+    def error(self) -> str | None:
+        return self.result.error
 
     def to_json(self) -> dict[str, Any]:
-        """The run JSON (as ``run --json`` prints it), or a stub with ``status`` locked or failed."""
-        if self.result is not None:
-            return to_jsonable(self.result)
-        return {"run_id": None, "table": self.table, "status": self.status, "error": self.error}
+        """The run JSON, as ``run --json`` prints it."""
+        return to_jsonable(self.result)
+
+
+# The set's status is the worst of its runs' (a dry run set: dry_run; all nothing to do: nothing_to_do).
+_SET_ORDER = (RunStatus.FAILED, RunStatus.LOCKED, RunStatus.PARTIAL, RunStatus.SUCCESS, RunStatus.DRY_RUN)
 
 
 @dataclass(frozen=True)
@@ -294,19 +303,16 @@ class PoliciesResult:
     runs: tuple[PolicyRun, ...]
 
     @property
-    def status(self) -> str:
-        """failed > locked > partial > success > nothing_to_do (or dry_run): the worst that happened."""
+    def status(self) -> RunStatus:
+        """failed > locked > partial > success > dry_run > nothing_to_do: the worst that happened."""
         statuses = {r.status for r in self.runs}
-        for status in ("failed", "locked", "partial", "success", "dry_run"):
-            if status in statuses:
-                return status
-        return RunStatus.NOTHING_TO_DO.value
+        return next((s for s in _SET_ORDER if s in statuses), RunStatus.NOTHING_TO_DO)
 
     @property
     def exit_code(self) -> int:
         """0 every policy succeeded, had nothing to do (or stopped at --max-runtime); 1 any failed;
         3 any was locked by another cleanup and none failed."""
-        return {"failed": 1, "locked": 3}.get(self.status, 0)
+        return {RunStatus.FAILED: 1, RunStatus.LOCKED: 3}.get(self.status, 0)
 
     def to_json(self) -> dict[str, Any]:
         return {"runs": [r.to_json() for r in self.runs]}

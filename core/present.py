@@ -88,6 +88,7 @@ _HEADLINES = {
     RunStatus.EXPIRED: N_("🗑️ Backup expired"),
     RunStatus.RESTORED: N_("♻️ Backup restored"),
     RunStatus.PARTIAL: N_("⏸️ Log cleanup stopped part-way"),
+    RunStatus.LOCKED: N_("🔒 Log cleanup skipped: the table was busy"),
 }
 
 
@@ -144,6 +145,9 @@ def lead_sentence(r: RunResult) -> str:
         ).format(why=r.error or _("out of time"), n=count(r.rows_archived), **v)
     if status is RunStatus.RUNNING:
         return _("A cleanup of {table} older than {cutoff} is running.").format(**v)
+    if status is RunStatus.LOCKED:
+        return _("Another cleanup of {table} held its lock, so this one did not run; nothing was changed."
+                 ).format(**v)
     if status is RunStatus.RESTORED:
         return ngettext("Restored {n} row into {table}; {skipped} already present.",
                         "Restored {n} rows into {table}; {skipped} already present.", r.rows_matched).format(

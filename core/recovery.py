@@ -79,7 +79,7 @@ def settle(settings: Settings, info: TableInfo, row: dict[str, Any], *, status: 
     A backup that cannot be finished is recorded in the row's error ("needs attention"),
     not raised. Raises DatabaseError-mapped SQLAlchemy errors when history cannot be written.
     """
-    engine = get_engine(settings)
+    engine = get_engine(settings, bounded=True)  # a cleanup's step: CLEANUP_LOCK_TIMEOUT_MS bounds its waits
     run_id, rows = row["run_id"], int(row["rows_deleted"] or 0)
     if rows == 0:
         remove_partial(Path(row["partial_file"]) if row.get("partial_file") else None)

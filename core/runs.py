@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .cleanup import CleanupRequest, plan_run
+from .cleanup import CleanupRequest, Run, plan_run
 from .config import Settings
 from .db import LockedConnection
 from .errors import RetentionError
@@ -160,8 +160,8 @@ class TrackedPolicies(TrackedRun):
     def to_json(self) -> dict[str, Any]:
         runs = self.final.runs if self.final is not None else tuple(self.outcomes)
         status = (self.final.status if self.final is not None else
-                  RunStatus.FAILED.value if self.error is not None else RunStatus.RUNNING.value)
-        out: dict[str, Any] = {"run_id": self.run_id, "status": status, "trigger": self.trigger.value,
+                  RunStatus.FAILED if self.error is not None else RunStatus.RUNNING)
+        out: dict[str, Any] = {"run_id": self.run_id, "status": status.value, "trigger": self.trigger.value,
                                "started_at": to_jsonable(self.started_at), "runs": [r.to_json() for r in runs]}
         if self.error is not None:
             out["error"] = self.error
@@ -174,13 +174,16 @@ def start_policies(settings: Settings, *, trigger: Trigger | str = Trigger.HTTP,
 
     Plans every run and takes every table's lock in the caller's thread: a bad policy file
     or table raises BadSetting, and a table whose cleanup is running raises LockHeld (the
-    locks taken so far are released), before anything ran. The job then runs them in turn.
+    locks taken so far are released), before anything ran. The job then runs them in turn;
+    a policy refused for its dependents, or whose table stayed locked by another session past
+    CLEANUP_LOCK_TIMEOUT_MS, is that policy's ``failed`` run, and the others still run.
     """
     runs = plan_policies(settings, CleanupRequest(notify=notify, trigger=trigger), only=only)
     locks: dict[str, LockedConnection] = {}
     try:
         for run in runs:
-            locks[run.run_id] = run.take_lock()
+            if isinstance(run, Run):
+                locks[run.run_id] = run.take_lock()
     except BaseException:
         for conn in locks.values():
             conn.close()

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from . import history
 from .db import TableInfo, qualified
 from .errors import RetentionError, map_exceptions
 from .i18n import N_
@@ -93,10 +94,20 @@ def vacuum(engine: Engine, info: TableInfo, *, lock_timeout_ms: int | None = Non
 
 
 def with_space(result: Any, before: Space | None, *, engine: Engine, info: TableInfo, settings: Any) -> Any:
-    """``result`` (a RunResult) with the table's space before and after; VACUUM first with CLEANUP_VACUUM."""
+    """``result`` (a RunResult) with the table's space before and after; VACUUM first with CLEANUP_VACUUM.
+
+    Side effect: records the numbers in the run's history row (History, ``history --json``); a
+    failure to record them is logged, never raised: the cleanup is done.
+    """
     vacuumed = vacuum(engine, info, lock_timeout_ms=settings.lock_timeout_ms) if settings.vacuum else None
     after = measure_quietly(engine, info)
-    return dataclasses.replace(
-        result, vacuumed=vacuumed, table_bytes_before=before.table_bytes if before else None,
-        table_bytes_after=after.table_bytes if after else None,
-        dead_tuples=after.dead_tuples if after else None, free_bytes=after.free_bytes if after else None)
+    fields = dict(vacuumed=vacuumed, table_bytes_before=before.table_bytes if before else None,
+                  table_bytes_after=after.table_bytes if after else None,
+                  dead_tuples=after.dead_tuples if after else None, free_bytes=after.free_bytes if after else None)
+    try:
+        with map_exceptions():
+            history.update_run(engine, info.schema, result.run_id, **fields)
+    except RetentionError as exc:
+        log.warning("could not record the space of %s in run %s: %s", info.display_name, result.run_id,
+                    exc.one_line())
+    return dataclasses.replace(result, **fields)

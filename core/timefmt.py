@@ -123,21 +123,39 @@ def _shape(text: str) -> tuple[str, str, bool] | None:
     return sep, rest, frac
 
 
-def detect_sqlite_format(conn: Any, qtable: str, qcol: str, *, full: bool) -> SqliteTsFormat:
+FULL_CHECK_ROWS = 20_000  # the full check reads this many rowids per statement (~25 ms on 300k bench rows)
+
+
+def detect_sqlite_format(conn: Any, qtable: str, qcol: str, *, full: bool, rowid: str | None = None) -> SqliteTsFormat:
     """Find the stored timestamp form of a SQLite table (``conn`` is a DB-API connection).
 
     With ``full`` every row is checked (a cleanup does this before deleting anything);
-    without, the oldest and newest values only (index look-ups, for previews).
+    without, the oldest and newest values only (index look-ups, for previews). ``rowid``
+    (the table's rowid alias, core.shape.sqlite_rowid): the full check reads the table in
+    rowid ranges of :data:`FULL_CHECK_ROWS`, one statement each, so its read lock never
+    keeps an application's COMMIT waiting long (one statement over 300k rows held it ~200 ms).
     Raises BadSetting when values are not text timestamps in UTC of one form.
     """
     cur = conn.cursor()
     try:
-        return _detect(cur, qtable, qcol, full)
+        return _detect(cur, qtable, qcol, full, rowid)
     finally:
         cur.close()  # an open SQLite statement would hold a read lock
 
 
-def _detect(cur: Any, qtable: str, qcol: str, full: bool) -> SqliteTsFormat:
+def _ranges(cur: Any, qtable: str, rowid: str | None) -> list[tuple[str, tuple[Any, ...]]]:
+    """(extra condition, its arguments) for each statement of the full check: rowid ranges, or one."""
+    if rowid is None:
+        return [("", ())]
+    cur.execute(f"SELECT min({rowid}), max({rowid}) FROM {qtable}")
+    lo, hi = cur.fetchone()
+    if lo is None:
+        return []
+    return [(f" AND {rowid} >= ? AND {rowid} < ?", (a, a + FULL_CHECK_ROWS))
+            for a in range(int(lo), int(hi) + 1, FULL_CHECK_ROWS)]
+
+
+def _detect(cur: Any, qtable: str, qcol: str, full: bool, rowid: str | None) -> SqliteTsFormat:
     cur.execute(f"SELECT min({qcol}), max({qcol}) FROM {qtable} WHERE {qcol} IS NOT NULL")
     lo, hi = cur.fetchone()
     if lo is None:
@@ -169,12 +187,16 @@ def _detect(cur: Any, qtable: str, qcol: str, full: bool) -> SqliteTsFormat:
             cond, args = f"{qcol} GLOB ?", (plain,)
         else:
             cond, args = f"({qcol} GLOB ? OR {qcol} GLOB ?)", (plain, fractional)
-        cur.execute(
-            f"SELECT {qcol} FROM {qtable} WHERE {qcol} IS NOT NULL "
-            f"AND NOT (typeof({qcol}) = 'text' AND {cond}) LIMIT 1",
-            args,
-        )
-        bad = cur.fetchone()
+        bad = None
+        for where, bounds in _ranges(cur, qtable, rowid):
+            cur.execute(
+                f"SELECT {qcol} FROM {qtable} WHERE {qcol} IS NOT NULL "
+                f"AND NOT (typeof({qcol}) = 'text' AND {cond}){where} LIMIT 1",
+                (*args, *bounds),
+            )
+            bad = cur.fetchone()
+            if bad is not None:
+                break
         if bad is not None:
             raise BadSetting(
                 "LOG_TIMESTAMP_COLUMN", None,

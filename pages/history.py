@@ -7,7 +7,15 @@ import streamlit as st
 from core import RetentionError, i18n, list_history
 from core.i18n import _, ngettext
 from core.models import NotifyStatus, RunStatus
-from core.present import count, human_duration, runs_per_day, status_label, timestamp, trigger_label
+from core.present import (
+    count,
+    human_duration,
+    runs_per_day,
+    space_sentence,
+    status_label,
+    timestamp,
+    trigger_label,
+)
 from ui import fmt
 from ui.state import settings_or_stop
 
@@ -85,6 +93,7 @@ st.dataframe(
             _("problem"): [r.error or (r.notification_detail if r.notification == NotifyStatus.FAILED else "")
                            or " · ".join(r.notes) for r in runs],
             _("backup"): [fmt.file_name(r.backup_file) for r in runs],
+            _("space"): [space_sentence(r) or "" for r in runs],
             _("run id"): [r.run_id for r in runs],
         }
     ),
@@ -99,6 +108,9 @@ st.dataframe(
             format="localized", help=_("Old rows kept because other rows still reference them (RESTRICT / NO ACTION).")
         ),
         _("problem"): st.column_config.TextColumn(width="large"),
+        _("space"): st.column_config.TextColumn(
+            width="large", help=_("The table's size before and after the run; dead tuples (PostgreSQL) or free "
+                                  "pages (SQLite) until VACUUM.")),
     },
 )
 

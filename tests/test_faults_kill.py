@@ -25,6 +25,9 @@ connections killed by PostgreSQL are in test_faults_connection.py.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +39,7 @@ from core.config import Settings
 from tests.support.databases import RETENTION_DAYS, Template, history_rows
 from tests.support.invariants import Instant, check_instant, check_settled
 from tests.support.locks import wait_lock_free
-from tests.support.processes import Child, start_cli
+from tests.support.processes import Child, cli_env, start_cli
 from tests.support.report import KILL_TRIALS, SEED
 from tests.support.trials import Lab, plan, respelled, run_args
 
@@ -156,3 +159,56 @@ def test_kill_9_at_a_random_moment_loses_nothing(request, lab: Lab, kind: str, t
                 assert second.proc.returncode == 0, second.stderr
         recover_and_finish(s, tmpl, trial)
         check_settled(s, tmpl.keys, tmpl.snapshot, fingerprint=tmpl.fingerprint, fast=bool(trial % 5))
+
+
+# A child where every SQLite batch is cut short: under CLEANUP_BATCH_TARGET_MS=100 it stops
+# reading after 20 ms (SQLITE_READ_SHARE 0.2 instead of 0.55) while the size still aims at
+# 70 ms, its rows encode slowly (8 ms per 250), and it pauses 20 ms between batches instead
+# of 100 (most of the run is inside batches). Each batch so archives and deletes only the
+# rows it read (core.batches, the cut-short path). Test hook: the child sets these module
+# values of core.pacing and replaces core.batches.make_rows_encoder, then runs the CLI.
+SLOW_CHILD = """
+import sys, time
+import core.batches as batches
+import core.pacing as pacing
+pacing.SQLITE_READ_SHARE, pacing.SQLITE_FAIR_PAUSE_S = 0.2, 0.02
+fast = batches.make_rows_encoder
+def slow(types):
+    encode = fast(types)
+    def rows(chunk):
+        time.sleep(0.008)
+        return encode(chunk)
+    return rows
+batches.make_rows_encoder = slow
+from core.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+CUT_MOMENTS = (0.1, 0.3, 0.5, 0.7, 0.9, 1.1, 1.3, 1.5)  # seconds after the imports, over the whole run
+
+
+@pytest.mark.parametrize("after", CUT_MOMENTS, ids=[f"at{m:.2f}s" for m in CUT_MOMENTS])
+def test_kill_9_among_sqlite_batches_cut_short_by_the_time_target_loses_nothing(request, lab: Lab, after: float,
+                                                                               tmp_path: Path):
+    """Killed among batches cut short by the time target (mid-batch, between batches), nothing
+    is lost, and the next run recovers the dead one and finishes."""
+    tmpl = lab.template(request, "sqlite")
+    stats = lab.stat("kill-cut", "kill -9 among batches cut short by CLEANUP_BATCH_TARGET_MS, sqlite")
+    moment = lab.startup() + after
+    where = f"cut-short kill at {moment:.2f} s (imports {lab.startup():.2f} s)"
+    with lab.trial(tmpl, tmp_path / "trial", stats, where) as t:
+        s = t.settings
+        t.label = f"slow rows, target 100 ms, kill at {moment:.2f} s"
+        home = Path(s.backup_dir).parent
+        with (home / "cli.out").open("wb") as out, (home / "cli.err").open("wb") as err:
+            t0 = time.monotonic()
+            proc = subprocess.Popen([sys.executable, "-c", SLOW_CHILD, *run_args(5000), "--env-file", os.devnull],
+                                    env=cli_env(s, CLEANUP_BATCH_TARGET_MS="100"), cwd=home, stdout=out, stderr=err)
+        child = Child(proc, t0, home / "cli.out", home / "cli.err")
+        killed = t.struck = strike_at(child, moment) and child.kill()
+        if not killed:
+            assert child.proc.returncode == 0, child.stderr
+        wait_lock_free(s)
+        inst = t.instant = check_instant(s, tmpl.keys)
+        stats.phases[phase_of(inst, killed)] += 1
+        recover_and_finish(s, tmpl, 0)
+        check_settled(s, tmpl.keys, tmpl.snapshot, fingerprint=tmpl.fingerprint)

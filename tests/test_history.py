@@ -3,6 +3,8 @@ never dropped, and a reader of a table not yet upgraded reads it as it is."""
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import inspect, text
 
 from core import get_run_result, list_history, run_cleanup
@@ -90,3 +92,52 @@ def test_a_fresh_history_table_starts_at_the_latest_version(demo_settings):
     with get_engine(demo_settings).connect() as c:
         version = c.execute(text(f"SELECT version FROM {VERSION_TABLE}")).scalar()
     assert version == SCHEMA_VERSION and "rows_matched" in _columns(demo_settings)
+
+
+SPACE = ("table_bytes_before", "table_bytes_after", "dead_tuples", "free_bytes", "vacuumed")
+
+
+def test_a_run_s_space_is_stored_and_read_back_by_history(demo_settings):
+    from tests.support.processes import run_cli
+
+    r = run_cleanup(demo_settings.with_overrides(vacuum=True), retention_days=30, notify=False)
+    assert r.table_bytes_before and r.table_bytes_after and r.vacuumed is True
+    (stored,) = list_history(demo_settings)
+    assert {k: getattr(stored, k) for k in SPACE} == {k: getattr(r, k) for k in SPACE}
+    assert get_run_result(demo_settings, r.run_id).table_bytes_after == r.table_bytes_after
+    out = run_cli(demo_settings, "history", "--json")
+    (shown,) = json.loads(out.stdout)["runs"]
+    assert {k: shown[k] for k in SPACE} == {k: getattr(r, k) for k in SPACE}
+    human = run_cli(demo_settings, "history").stdout
+    assert "space:" in human and "VACUUM done" in human
+
+
+def test_a_history_table_of_the_previous_version_gains_the_space_columns_in_place(demo_settings, monkeypatch):
+    """A table at version 6 (before the space columns), with a run in it: the next cleanup adds the
+    five columns (ALTER TABLE … ADD COLUMN, nothing dropped or rewritten), the old run reads back
+    with no space, and the new run with its own."""
+    import core.history as h
+
+    def fresh_caches() -> None:
+        monkeypatch.setattr(h, "_tables", {})
+        monkeypatch.setattr(h, "_ensured", set())
+        monkeypatch.setattr(h, "_readable", {})
+
+    fresh_caches()
+    with monkeypatch.context() as old:
+        old.setattr(h, "MIGRATIONS", tuple(m for m in h.MIGRATIONS if m[0] <= 6))
+        old.setattr(h, "SCHEMA_VERSION", 6)
+        first = run_cleanup(demo_settings, retention_days=60, notify=False)
+    assert first.status == RunStatus.SUCCESS
+    assert not set(SPACE) & _columns(demo_settings)
+    fresh_caches()
+    (before,) = list_history(demo_settings)  # a reader of the old table changes nothing
+    assert before.run_id == first.run_id and before.table_bytes_after is None
+    assert not set(SPACE) & _columns(demo_settings)
+    second = run_cleanup(demo_settings, retention_days=30, notify=False)
+    assert set(SPACE) <= _columns(demo_settings)
+    with get_engine(demo_settings).connect() as c:
+        assert c.execute(text(f"SELECT version FROM {VERSION_TABLE}")).scalar() == SCHEMA_VERSION
+    runs = {r.run_id: r for r in list_history(demo_settings)}
+    assert runs[first.run_id].rows_deleted == first.rows_deleted and runs[first.run_id].table_bytes_after is None
+    assert runs[second.run_id].table_bytes_after == second.table_bytes_after is not None

@@ -52,28 +52,81 @@ def test_the_pause_falls_between_batches_only(table, monkeypatch):
     assert time.monotonic() - t0 >= 0.1 * (r.rows_deleted // 300 - 1)
 
 
-def test_batch_size_adapts_toward_the_time_target(table, monkeypatch):
-    sizes: list[int] = []
+def record_batches(monkeypatch) -> list[tuple[int, int, float, bool, int]]:
+    """Every (size asked, rows done, lock hold in seconds, cut short, next size) the pacer is told of."""
+    seen: list[tuple[int, int, float, bool, int]] = []
     real = pacing.Pacer.next_size
 
-    def record(self, size, rows, seconds):
-        new = real(self, size, rows, seconds)
-        sizes.append((size, rows, seconds, new))
+    def record(self, size, rows, seconds, *, cut=False):
+        new = real(self, size, rows, seconds, cut=cut)
+        seen.append((size, rows, seconds, cut, new))
         return new
 
     monkeypatch.setattr(pacing.Pacer, "next_size", record)
+    return seen
+
+
+def test_batch_size_adapts_toward_the_time_target(table, monkeypatch):
+    seen = record_batches(monkeypatch)
     original = keys(table)
     r = run_cleanup(table.with_overrides(batch_target_ms=1), batch_size=800, notify=False)
     assert r.status == RunStatus.SUCCESS
+    assert all(held > 0 for _, _, held, _, _ in seen)  # each batch measured its own lock hold
     # 1 ms is less than any batch takes: each full batch shrinks the next, down to MIN_BATCH
-    full = [x for x in sizes if x[1] == x[0]]
-    assert full and all(new < size or new == pacing.MIN_BATCH for size, _, _, new in full)
-    assert sizes[-1][3] == pacing.MIN_BATCH or sizes[-1][1] < sizes[-1][0]
+    full = [x for x in seen if x[1] == x[0] or x[3]]
+    assert full and all(new < size or new == pacing.MIN_BATCH for size, _, _, _, new in full)
     check_no_loss(table, original)
-    # and a generous target grows it (at most doubling), never past the ceiling
-    p = pacing.Pacer(target_s=10.0, ceiling=5000)
-    assert p.next_size(1000, 1000, 0.01) == 2000 and p.next_size(4000, 4000, 0.01) == 5000
-    assert p.next_size(1000, 1000, 20.0) == 500 and p.next_size(1000, 10, 0.01) == 1000
+
+
+def test_the_next_size_aims_below_the_target_grows_gently_and_shrinks_at_once():
+    p = pacing.Pacer(target_s=0.2, ceiling=50_000)
+    assert p.first_size() == pacing.START_BATCH  # nothing measured yet: a small first batch
+    # 1000 rows in 20 ms: 0.14 s (AIM_SHARE of 200 ms) would fit 7000, but growth is capped at 1.5x
+    assert p.next_size(1000, 1000, 0.020) == 1500
+    assert p.next_size(1500, 1500, 0.030) == 2250
+    # a slow batch (1500 rows in 150 ms): the next one shrinks at once, to what fits 140 ms at that pace
+    assert p.next_size(2250, 1500, 0.150, cut=True) == 1400
+    # the slowest of the last batches still counts: a fast one after it does not jump back up
+    assert p.next_size(1400, 1400, 0.014) == 1400
+    p2 = pacing.Pacer(target_s=0.2, ceiling=5000)
+    assert p2.next_size(4000, 4000, 0.001) == 5000  # never past CLEANUP_BATCH_SIZE
+    assert p2.next_size(300, 300, 5.0) == pacing.MIN_BATCH  # never under MIN_BATCH
+    assert p2.next_size(1000, 10, 0.001) == 1000  # the table ended: nothing learnt about the size
+    assert pacing.Pacer(ceiling=800).next_size(800, 800, 9.0) == 800  # no target: the size stays
+
+
+def test_sqlite_batches_stop_reading_at_their_share_of_the_target(db_url, tmp_path, monkeypatch):
+    """A batch whose rows read slowly (here 40 ms per 250 rows: a busy machine) is cut short once
+    SQLITE_READ_SHARE of the target has passed: it stops reading instead of reading every row
+    asked, and exactly the rows it read are archived and deleted."""
+    settings = make_settings(db_url, tmp_path / "b", batch_target_ms=100)
+    demo_data(settings, rows=4000, days=90, seed=11)
+    original = keys(settings)
+    from core.backup.csvfile import make_rows_encoder
+
+    fast = make_rows_encoder
+
+    def slow_encoder(types):
+        encode = fast(types)
+
+        def slowly(rows):
+            time.sleep(0.040)
+            return encode(rows)
+        return slowly
+
+    monkeypatch.setattr("core.batches.make_rows_encoder", slow_encoder)
+    seen = record_batches(monkeypatch)
+    r = run_cleanup(settings, notify=False)
+    assert r.status == RunStatus.SUCCESS and r.rows_deleted > 2000, r.error
+    check_no_loss(settings, original)  # each cut batch archived and deleted the same rows
+    if settings.database_url.startswith("sqlite"):
+        cut = [x for x in seen if x[3]]
+        assert cut and all(rows < size for size, rows, _, _, _ in cut), seen
+        # Two 250-row pieces take 80 ms, past the 55 ms cut: no batch read more than 500 rows.
+        # Without the cut the first batch alone reads its 1000 rows (160 ms of reading).
+        assert seen[0][3] and all(rows <= 500 for _, rows, _, _, _ in seen), seen
+    else:  # PostgreSQL COPYs server-side: no cut; the holds are still measured
+        assert not any(x[3] for x in seen) and all(held > 0 for _, _, held, _, _ in seen)
 
 
 def test_max_runtime_stops_between_batches_and_the_next_run_continues(table, monkeypatch):

@@ -9,8 +9,11 @@ import pytest
 from sqlalchemy import text
 
 from core import list_backups, verify_backup
+from core.cleanup import CleanupRequest
 from core.db import get_engine
 from core.demo import demo_data
+from core.models import RunStatus
+from core.multirun import run_policies
 from core.policies import BadPolicy, load_policies, settings_for_table
 from tests.support.databases import make_settings
 from tests.support.invariants import backup_keys
@@ -142,15 +145,85 @@ def test_run_all_runs_every_policy_and_prints_their_runs(two_tables):
 
 
 def test_run_all_exits_3_when_a_table_is_locked_and_still_runs_the_others(two_tables):
+    before = keys(two_tables.with_overrides(table="api_usage"))
     with cleanup_lock_held(two_tables.with_overrides(table="api_usage")):
         out = run_cli(two_tables, "run", "--all", "--json", "--no-notify",
                       RETENTION_POLICIES_FILE=two_tables.policies_file)
+        human = run_cli(two_tables, "run", "--all", "--no-notify", RETENTION_POLICIES_FILE=two_tables.policies_file)
     assert out.returncode == 3, out.stderr
     runs = json.loads(out.stdout)["runs"]
     assert runs[0]["status"] == "success"
-    assert runs[1] == {"run_id": None, "table": "api_usage", "status": "locked", "error": runs[1]["error"]}
-    assert "another cleanup of api_usage" in runs[1]["error"]
+    locked = runs[1]
+    assert set(locked) == set(runs[0])  # the whole run JSON, not a stub
+    assert locked["status"] == RunStatus.LOCKED == "locked" and locked["table"] == "api_usage"
+    assert "another cleanup of api_usage" in locked["error"] and locked["run_id"]
+    assert (locked["rows_archived"], locked["rows_deleted"], locked["backup_file"], locked["sha256"]) == (0, 0, None,
+                                                                                                        None)
+    assert keys(two_tables.with_overrides(table="api_usage")) == before
     assert "api_usage (locked)" in one_line_error(out.stderr)
+    assert human.returncode == 3 and f"api_usage: {RunStatus.LOCKED.label}: Another cleanup of api_usage held its " \
+        "lock" in human.stdout
+    # the locked policy changes nothing, its history included (as a single locked run)
+    history = json.loads(run_cli(two_tables, "history", "--json").stdout)["runs"]
+    assert runs[0]["run_id"] in {r["run_id"] for r in history}
+    assert not [r for r in history if r["table"] == "api_usage"]
+
+
+CASCADE_CHILD = ("CREATE TABLE reply (id INTEGER PRIMARY KEY, log_id INTEGER "
+                 "REFERENCES conversation_log (id) ON DELETE CASCADE)")
+
+
+def test_a_policy_refused_for_its_dependents_fails_alone_and_the_others_run(two_tables):
+    with get_engine(two_tables).begin() as conn:
+        conn.execute(text(CASCADE_CHILD))
+    before = keys(two_tables)
+    single = run_cli(two_tables, "run", "--json", "--no-notify")  # one table: refused before anything, exit 2
+    assert single.returncode == 2 and "refused" in one_line_error(single.stderr)
+    out = run_cli(two_tables, "run", "--all", "--json", "--no-notify", RETENTION_POLICIES_FILE=two_tables.policies_file)
+    assert out.returncode == 1, out.stderr
+    refused, other = json.loads(out.stdout)["runs"]
+    assert set(refused) == set(other)
+    assert refused["status"] == "failed" and refused["rows_deleted"] == 0 and refused["backup_file"] is None
+    assert "refused" in refused["error"] and "ON DELETE CASCADE" in refused["error"] and "\n" not in refused["error"]
+    assert other["table"] == "api_usage" and other["status"] == "success" and other["rows_deleted"] > 0
+    assert keys(two_tables) == before  # nothing of the refused table was touched
+    assert "conversation_log (failed)" in one_line_error(out.stderr)
+    history = json.loads(run_cli(two_tables, "history", "--json").stdout)["runs"]
+    assert history == []  # the refusal wrote nothing, as a single run
+    others = json.loads(run_cli(two_tables, "history", "--json", "--table", "api_usage").stdout)["runs"]
+    assert [r["run_id"] for r in others] == [other["run_id"]]
+
+
+def test_the_trigger_job_reports_a_refused_policy_as_failed_and_runs_the_others(two_tables):
+    from core.runs import start_policies
+
+    with get_engine(two_tables).begin() as conn:
+        conn.execute(text(CASCADE_CHILD))
+    before = keys(two_tables)
+    job = start_policies(two_tables, trigger="test", notify=False)  # no exception: the refusal is the policy's
+    assert job.done.wait(60)
+    body = job.to_json()
+    assert body["status"] == "failed"
+    assert [(r["table"], r["status"]) for r in body["runs"]] == [("conversation_log", "failed"), ("api_usage", "success")]
+    assert "refused" in body["runs"][0]["error"]
+    assert keys(two_tables) == before
+    again = start_policies(two_tables, trigger="test", notify=False)  # every lock was given back
+    assert again.done.wait(60) and again.to_json()["runs"][1]["status"] == "nothing_to_do"
+
+
+def test_the_slack_summary_says_which_table_was_busy(two_tables):
+    from core.models import PoliciesResult, PolicyRun
+    from core.notify.message import runs_summary
+
+    with cleanup_lock_held(two_tables.with_overrides(table="api_usage")):
+        result = run_policies(two_tables, CleanupRequest(notify=False))
+    assert [r.status for r in result.runs] == [RunStatus.SUCCESS, RunStatus.LOCKED]
+    assert result.status == RunStatus.LOCKED and result.exit_code == 3
+    text_, blocks = runs_summary(PoliciesResult(result.runs), host="h")
+    body = json.dumps(blocks, ensure_ascii=False)
+    assert "a table was busy" in body and f"`api_usage`: {RunStatus.LOCKED.label}" in body
+    assert "another cleanup held its lock; nothing was changed" in body and RunStatus.LOCKED.label in text_
+    assert isinstance(result.runs[1], PolicyRun) and result.runs[1].to_json()["status"] == "locked"
 
 
 def test_run_all_exits_1_when_a_policy_fails_at_run_time(two_tables):

@@ -152,6 +152,21 @@ def test_a_full_check_finds_a_value_in_another_form_between_the_oldest_and_newes
         detect_sqlite_format(conn, "t", "ts", full=True)
 
 
+def test_the_full_check_in_rowid_ranges_reads_every_range(monkeypatch):
+    """The cleanup's full check reads the table a range of rowids per statement (so its read lock
+    is short): a value in another form in the last range, past a gap of rowids, is still found."""
+    import core.timefmt
+
+    monkeypatch.setattr(core.timefmt, "FULL_CHECK_ROWS", 3)
+    conn = _table(*[f"2026-01-{d:02d} 10:00:00" for d in range(1, 9)])
+    conn.execute("INSERT INTO t (rowid, ts) VALUES (40, '2026-01-09 10:00:00')")
+    assert detect_sqlite_format(conn, "t", "ts", full=True, rowid="rowid") == SqliteTsFormat(" ", "", "mixed")
+    conn.execute("INSERT INTO t (rowid, ts) VALUES (41, '2026-01-05T11:00:00')")
+    with pytest.raises(BadSetting, match="not in the table's form"):
+        detect_sqlite_format(conn, "t", "ts", full=True, rowid="rowid")
+    assert detect_sqlite_format(_table(), "t", "ts", full=True, rowid="rowid") == SQLALCHEMY_FORMAT  # no range
+
+
 @pytest.mark.parametrize("fmt, cutoff, expected", [
     (SQLALCHEMY_FORMAT, datetime(2026, 1, 31, tzinfo=UTC), "2026-01-31 00:00:00"),
     (SQLALCHEMY_FORMAT, datetime(2026, 1, 31, 0, 0, 0, 5, tzinfo=UTC), "2026-01-31 00:00:00.000005"),

@@ -135,11 +135,17 @@ def cleanup_lock_held(settings: Settings) -> Iterator[None]:
             lock.release()
     else:
         conn = _psycopg2_connect(settings)
+        key = lock_key(settings)
         try:
-            assert pg_try_lock(conn, lock_key(settings))
+            assert pg_try_lock(conn, key)
             yield
         finally:
-            conn.close()  # ends the session, and with it the advisory lock
+            # unlocked before the close: a closed session's backend drops its locks only once it
+            # has exited, a moment after close() returns, and the next cleanup could still meet it
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            conn.commit()
+            conn.close()
 
 
 def _psycopg2_connect(settings: Settings):

@@ -246,9 +246,9 @@ def setup_check_message(
     return text, blocks
 
 
-_SET_HEADLINES = {"failed": N_("🔴 Log cleanup of several tables: a policy FAILED"),
-                  "locked": N_("⚠️ Log cleanup of several tables: a table was busy"),
-                  "partial": N_("⏸️ Log cleanup of several tables: stopped part-way")}
+_SET_HEADLINES = {RunStatus.FAILED: N_("🔴 Log cleanup of several tables: a policy FAILED"),
+                  RunStatus.LOCKED: N_("⚠️ Log cleanup of several tables: a table was busy"),
+                  RunStatus.PARTIAL: N_("⏸️ Log cleanup of several tables: stopped part-way")}
 
 
 def runs_summary(result: PoliciesResult, *, host: str) -> tuple[str, Blocks]:
@@ -259,18 +259,15 @@ def runs_summary(result: PoliciesResult, *, host: str) -> tuple[str, Blocks]:
     lines, deleted = [], 0
     for run in result.runs:
         r = run.result
-        if r is None:
-            why = (_("another cleanup held its lock; nothing was changed") if run.locked
-                   else (run.error or _("failed")))
-            lines.append(f"• {code(run.table)}: {escape(why)}")
-            continue
         deleted += r.rows_deleted
         line = _("• {table}: {status}, {rows} deleted").format(
             table=code(r.table), status=escape(RunStatus(r.status).label),
             rows=ngettext("{n} row", "{n} rows", r.rows_deleted).format(n=present.count(r.rows_deleted)))
         if r.backup_file:
             line += _(", backup {file}").format(file=code(PurePath(r.backup_file).name))
-        if r.error:
+        if r.status == RunStatus.LOCKED:
+            line += f" ({escape(_('another cleanup held its lock; nothing was changed'))})"
+        elif r.error:
             line += f" ({escape(truncate(r.error, 300))})"
         lines.append(line)
     headline = _(_SET_HEADLINES[result.status]) if result.status in _SET_HEADLINES else _(
@@ -280,7 +277,7 @@ def runs_summary(result: PoliciesResult, *, host: str) -> tuple[str, Blocks]:
         rows=ngettext("{n} row", "{n} rows", deleted).format(n=present.count(deleted)))
     blocks: Blocks = [_header(headline), _section(truncate("\n".join(lines), SECTION_MAX)),
                       _context(_("Log Retention Console on {host} · {total}").format(host=code(host), total=total))]
-    text = _("Log cleanup of {n} tables: {status}; {total}").format(n=len(result.runs), status=result.status,
+    text = _("Log cleanup of {n} tables: {status}; {total}").format(n=len(result.runs), status=result.status.label,
                                                                      total=total)
     return truncate(text, SECTION_MAX), blocks
 

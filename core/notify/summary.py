@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def notify_runs(settings: Settings, result: PoliciesResult) -> NotifyOutcome:
     """Report every policy's run in one message; never raises (as :func:`.send.notify_run`)."""
     try:
-        quiet = all(r.result is not None and r.result.status == RunStatus.NOTHING_TO_DO for r in result.runs)
+        quiet = all(r.status == RunStatus.NOTHING_TO_DO for r in result.runs)
         if quiet and not settings.slack_notify_nothing_to_do:
             return NotifyOutcome(NotifyStatus.SKIPPED, "nothing to do, and SLACK_NOTIFY_NOTHING_TO_DO is off")
         if not (settings.slack_bot_token or settings.slack_webhook_url):
