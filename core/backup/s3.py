@@ -140,7 +140,7 @@ class S3Store:
 
         ``md5``: the hashlib MD5 of ``data`` when the caller has it already. Returns the MD5 (hex).
         """
-        md5 = md5 or hashlib.md5(data, usedforsecurity=False)
+        md5 = md5 if md5 is not None else hashlib.md5(data, usedforsecurity=False)
         with self._call(f"uploading {name}"):
             r = self.client.put_object(Bucket=self.bucket, Key=self.key(name), Body=data,
                                        ContentMD5=base64.b64encode(md5.digest()).decode())
@@ -327,10 +327,10 @@ class SegmentUploader:
     writer is closed), and no batch waits for them. The end of the run then only copies what is
     missing and completes (:meth:`S3Store.compose`), instead of copying every part while nothing
     else runs. Only while every object before is at least 5 MiB (S3's smallest part but the last;
-    otherwise the file is uploaded whole at the end). These copies prove
-    nothing by themselves: compose keeps a part only when its ETag is the MD5 at its place (a part
-    copied before its batch was retried is copied again), a failed copy is only logged, and an
-    upload left open by a kill is aborted by the recovery that finishes the backup.
+    otherwise the file is uploaded whole at the end). These copies prove nothing by themselves:
+    compose keeps a part only when its ETag is the MD5 at its place (a part copied before its
+    batch was retried is copied again), a failed copy is only logged, and an upload left open by
+    a kill is aborted by the recovery that finishes the backup.
     """
 
     def __init__(self, store: S3Store, name: str) -> None:

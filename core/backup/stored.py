@@ -172,8 +172,9 @@ def attach_segments(settings: Any, writer: Any, final: Path) -> SegmentUploader 
     store = S3Store.from_settings(settings)
     if store is None:
         return None
-    writer.on_member = SegmentUploader(store, final.name)
-    return writer.on_member
+    uploader = SegmentUploader(store, final.name)
+    writer.on_member = uploader
+    return uploader
 
 
 def merge_stored(settings: Any, local: list[Any]) -> list[Any]:
