@@ -286,7 +286,7 @@ class Run:
         try:
             with map_exceptions():
                 writer = MemberWriter(self.partial_file, self.settings.gzip_level)
-                attach_segments(self.settings, writer, self.backup_file)
+                uploaded = attach_segments(self.settings, writer, self.backup_file)
                 log.info("archiving %d rows of %s older than %s into %s", total, self.table,
                          self.cutoff.isoformat(), self.backup_file.name)
                 dropped = dropper.run(self.cutoff, writer, journal) if dropper else []
@@ -308,7 +308,7 @@ class Run:
                 done = finish_anywhere(self.settings, FinishRequest(
                     partial=self.partial_file, final=self.backup_file, committed_bytes=writer.size,
                     rows=journal.rows, sha256=writer.sha.hexdigest(), known=writer.verified(),
-                    manifest_fields=fields,
+                    manifest_fields=fields, uploaded=uploaded,
                 ))
         except RetentionError as exc:
             if writer is not None:

@@ -110,3 +110,35 @@ def test_scan_reports_a_corrupt_member_instead_of_raising(codec: str, tmp_path: 
 def test_levels_beyond_isal_range_fall_back_to_zlib() -> None:
     assert deflate.codec_for(6).library.startswith("zlib")
     assert deflate.codec_for(0).library.startswith("zlib")
+
+
+def test_the_member_hook_gets_each_members_place_and_md5_and_its_later_work_runs_off_the_batch(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import hashlib
+    import threading
+
+    path = tmp_path / "b.csv.gz"
+    writer = MemberWriter(path, 1)
+    seen: list[tuple[int, int, str]] = []
+    release, later = threading.Event(), []
+
+    def hook(p: Path, start: int, end: int, md5: object) -> object:
+        seen.append((start, end, md5.hexdigest()))  # type: ignore[attr-defined]
+        if len(seen) == 1:
+            return lambda: (release.wait(5), later.append(start))  # still running while the next batch goes on
+        return lambda: 1 / 0  # an error there is only logged
+
+    writer.on_member = hook
+    for rows in (b"1,a\n2,b\n", b"3,c\n"):
+        writer.begin()
+        writer.write(rows)
+        writer.commit_member(rows.count(b"\n"))
+        writer.member_committed()
+    assert later == []  # the first member's later work has not run: no batch waited for it
+    release.set()
+    writer.close()  # waits for it
+    assert later == [0]
+    data = path.read_bytes()
+    assert [(s, e) for s, e, _ in seen] == [(0, seen[0][1]), (seen[0][1], len(data))]
+    assert [m for _, _, m in seen] == [hashlib.md5(data[s:e]).hexdigest() for s, e, _ in seen]
+    assert "background work after a member's upload failed" in caplog.text

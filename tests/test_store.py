@@ -157,3 +157,68 @@ def test_the_final_object_is_assembled_from_the_batch_objects_and_a_changed_one_
     small_first = tmp_path / "d.csv.gz"
     small_first.write_bytes(pieces[2] + pieces[0])
     assert not store.compose("d.csv.gz", small_first)  # a part under 5 MiB but the last: uploaded instead
+
+
+def test_parts_copied_during_the_run_are_kept_and_one_copied_before_its_batch_was_retried_is_copied_again(
+        s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+    import os
+
+    from core.backup.s3 import S3Store, SegmentUploader
+    from tests.support.objectstore import open_uploads
+
+    for k, v in {**ENV, "AWS_ENDPOINT_URL": s3}.items():
+        monkeypatch.setenv(k, v)
+    bucket = new_bucket(s3)
+    store = S3Store(f"s3://{bucket}/p")
+    copies: list[int] = []
+    monkeypatch.setattr(store, "copy_part", lambda name, upload, n, f=store.copy_part: copies.append(n) or f(name, upload, n))
+    up = SegmentUploader(store, "b.csv.gz")
+    source = tmp_path / "b.csv.gz"
+    members = [os.urandom(5 * 1024 * 1024 + 7), os.urandom(5 * 1024 * 1024 + 3), os.urandom(2000)]
+
+    def put(at: int, member: bytes) -> object:  # what the writer does: append, then hand over the member
+        with open(source, "r+b" if source.exists() else "wb") as f:
+            f.truncate(at)
+            f.seek(at)
+            f.write(member)
+        return up(source, at, at + len(member), hashlib.md5(member))
+
+    put(0, members[0])()  # copied in the background at once
+    put(len(members[0]), b"x" + members[1][1:])()  # this batch is rolled back and retried:
+    put(len(members[0]), members[1])  # the same place again, other bytes; its copy did not happen (yet)
+    put(len(members[0]) + len(members[1]), members[2])  # the last batch: left to the end
+    assert copies == [1, 2] and up.upload in [u for u in _upload_ids(s3, bucket)]
+    assert store.compose("b.csv.gz", source, up)
+    assert copies == [1, 2, 2, 3]  # part 1 kept; the stale part 2 copied again; part 3 at the end
+    assert client(s3).get_object(Bucket=bucket, Key="p/b.csv.gz")["Body"].read() == source.read_bytes()
+    assert open_uploads(s3, bucket) == [] and up.upload is None
+
+
+def _upload_ids(endpoint: str, bucket: str) -> list[str]:
+    return [u["UploadId"] for u in client(endpoint).list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+def test_an_uploader_whose_objects_cannot_make_the_final_object_leaves_no_upload_open(
+        s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+    import os
+
+    from core.backup.s3 import S3Store, SegmentUploader
+    from tests.support.objectstore import open_uploads
+
+    for k, v in {**ENV, "AWS_ENDPOINT_URL": s3}.items():
+        monkeypatch.setenv(k, v)
+    bucket = new_bucket(s3)
+    store = S3Store(f"s3://{bucket}/p")
+    up = SegmentUploader(store, "s.csv.gz")
+    source = tmp_path / "s.csv.gz"
+    members = [os.urandom(1000), os.urandom(2000)]  # a first part under 5 MiB: no multipart object
+    source.write_bytes(b"".join(members))
+    copy = up(source, 0, 1000, hashlib.md5(members[0]))
+    assert copy is not None  # may be the last part: copied
+    copy()
+    assert up(source, 1000, 3000, hashlib.md5(members[1])) is None  # the first was not: no more copies
+    assert open_uploads(s3, bucket) == ["p/s.csv.gz"]
+    assert not store.compose("s.csv.gz", source, up)  # uploaded whole instead
+    assert open_uploads(s3, bucket) == [] and up.upload is None

@@ -28,7 +28,7 @@ from ..i18n import N_
 from ..storeconf import keep_local
 from .finish import finish_backup
 from .manifest import manifest_path_for
-from .s3 import S3Store, segment_name
+from .s3 import S3Store, SegmentUploader, segment_name
 from .scan import Scan
 from .writer import fsync_dir
 
@@ -56,6 +56,7 @@ class FinishRequest:
     manifest_fields: dict[str, Any]
     sha256: str | None = None
     known: Scan | None = None
+    uploaded: SegmentUploader | None = None  # the run's own uploader (its writer closed), None in recovery
 
 
 def finish_anywhere(settings: Any, req: FinishRequest) -> Finished:
@@ -64,15 +65,23 @@ def finish_anywhere(settings: Any, req: FinishRequest) -> Finished:
     if store is None:
         data, manifest, scan = _local(settings, req)
         return Finished(data, manifest, scan, None)
+    try:
+        return _finish_stored(settings, store, req)
+    finally:
+        if req.uploaded is not None:
+            req.uploaded.discard()  # its multipart upload, unless compose completed it: none is left open
+
+
+def _finish_stored(settings: Any, store: S3Store, req: FinishRequest) -> Finished:
     name, mname = req.final.name, manifest_path_for(req.final).name
-    store.abort_open_uploads(name)
+    store.abort_open_uploads(name, keep=req.uploaded.upload if req.uploaded else None)  # left by a killed run
     if store.exists(mname):
         scan = verify_stored(store, name)
         return _tidy(settings, store, req, scan)
     if not req.partial.exists() and not req.final.exists():
         rebuild_from_segments(store, name, req.partial, req.committed_bytes)
     data, manifest, scan = _local(settings, req)
-    if not store.compose(name, data):  # from the batch objects, checked part by part; else uploaded and read back
+    if not store.compose(name, data, req.uploaded):  # from the batch objects, checked part by part; else uploaded and read back
         store.upload_file(name, data)
         sha, size = store.sha256_of(name)
         if (sha, size) != (scan.sha256, scan.size_bytes):
@@ -156,13 +165,17 @@ def prepare_store(settings: Any) -> S3Store | None:
     return store
 
 
-def attach_segments(settings: Any, writer: Any, final: Path) -> None:
-    """With a store, make each of the writer's committed members go up as its batch's object first."""
-    from .s3 import SegmentUploader
+def attach_segments(settings: Any, writer: Any, final: Path) -> SegmentUploader | None:
+    """With a store, make each of the writer's committed members go up as its batch's object first.
 
+    Returns the uploader (for :class:`FinishRequest`), None without a store.
+    """
     store = S3Store.from_settings(settings)
-    if store is not None:
-        writer.on_member = SegmentUploader(store, final.name)
+    if store is None:
+        return None
+    uploader = SegmentUploader(store, final.name)
+    writer.on_member = uploader
+    return uploader
 
 
 def merge_stored(settings: Any, local: list[Any]) -> list[Any]:

@@ -69,14 +69,21 @@ class MemberWriter:
         self._vpool = ThreadPoolExecutor(1, thread_name_prefix="backup-verify")
         self._zq: deque[Future[bytes]] = deque()  # pieces compressed and written, in file order
         self._vq: deque[Future[None]] = deque()  # read-back checks of written pieces
-        # Called with (path, start, end) of each member once it is durable, before commit_member
-        # returns (the object store's batch upload); an error it raises rolls the batch back.
-        self.on_member: Callable[[Path, int, int], None] | None = None
+        # Called with (path, start, end, md5) of each member once it is written, before commit_member
+        # returns (the object store's batch upload); an error it raises rolls the batch back. ``md5`` is
+        # the member's hashlib MD5, computed by the compressing thread as the bytes were written, so the
+        # upload starts at once instead of hashing first. It may return more work for that member (the
+        # store's server-side copy into the final object): run in order on a thread of its own, so that
+        # neither a batch nor the next upload waits for it; close() does.
+        self.on_member: Callable[[Path, int, int, Any], Callable[[], None] | None] | None = None
         self._upool: ThreadPoolExecutor | None = None
+        self._apool: ThreadPoolExecutor | None = None
+        self._md5: Any = None  # the current member's MD5 (only with on_member)
 
     def begin(self) -> None:
         self._mark = (self.size, self.sha.copy(), self._records)
         self._z = self.codec.compressobj()
+        self._md5 = hashlib.md5(usedforsecurity=False) if self.on_member is not None else None
         self._check = _MemberCheck()
 
     def write(self, data: bytes) -> None:
@@ -95,7 +102,8 @@ class MemberWriter:
         self._buflen = 0
         if chunk or final:
             self._zq.append(self._zpool.submit(self._pack, self._z, chunk, final))
-        self._drain(0 if final else _PENDING)
+        # the final piece: wait until it is written; commit_member waits for its read-back
+        self._drain(0 if final else _PENDING, checks=not final)
 
     def _pack(self, z: Any, chunk: bytes, final: bool) -> bytes:
         """In the compressing thread, one piece at a time and in order: compress, append to the file."""
@@ -106,13 +114,14 @@ class MemberWriter:
             self._out(data)
         return data
 
-    def _drain(self, keep: int) -> None:
-        """Hand written pieces to the checker in file order; at most ``keep`` in flight per stage."""
+    def _drain(self, keep: int, checks: bool = True) -> None:
+        """Hand written pieces to the checker in file order; at most ``keep`` in flight per stage
+        (the checks' stage left as it is when ``checks`` is false)."""
         while self._zq and (len(self._zq) > keep or self._zq[0].done()):
             data = self._zq.popleft().result()
             if data:
                 self._vq.append(self._vpool.submit(self._check.feed, data))
-        while self._vq and (len(self._vq) > keep or self._vq[0].done()):
+        while checks and self._vq and (len(self._vq) > keep or self._vq[0].done()):
             self._vq.popleft().result()
 
     def _out(self, data: bytes) -> None:
@@ -121,6 +130,8 @@ class MemberWriter:
             n = os.write(self._fd, view)
             view = view[n:]
         self.sha.update(data)
+        if self._md5 is not None:
+            self._md5.update(data)
         self.size += len(data)
 
     def commit_member(self, records: int) -> int:
@@ -131,18 +142,23 @@ class MemberWriter:
         decompress or holds another number of records.
         """
         self._compress(final=True)
-        # The member's bytes are written: its upload (BACKUP_STORE) overlaps the read-back check and the fsync;
-        # the member counts as committed only once both are done.
+        # The member's bytes are written: its upload (BACKUP_STORE) overlaps the read-back of its last
+        # pieces and the fsync; the member counts as committed only once all are done.
         upload = None if self.on_member is None else self._uploads().submit(
-            self.on_member, self.path, self._mark[0] if self._mark else 0, self.size)
+            self.on_member, self.path, self._mark[0] if self._mark else 0, self.size, self._md5)
         try:
+            self._drain(0)
             self._check_and_sync(records)
         except BaseException:
             if upload is not None:
                 upload.exception()  # wait: the rollback that follows truncates the file it reads
             raise
         if upload is not None:
-            upload.result()
+            after = upload.result()
+            if after is not None:
+                if self._apool is None:
+                    self._apool = ThreadPoolExecutor(1, thread_name_prefix="backup-after")
+                self._apool.submit(_logged, after)
         self._records += records
         return self.size  # the mark stays: the batch's transaction may still roll back
 
@@ -203,11 +219,20 @@ class MemberWriter:
         self._settle()
         self._zpool.shutdown()
         self._vpool.shutdown()
-        if self._upool is not None:
-            self._upool.shutdown()
+        for pool in (self._upool, self._apool):
+            if pool is not None:
+                pool.shutdown()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _logged(work: Callable[[], None]) -> None:
+    """Background work of the upload hook: nothing waits for its outcome, so an error is logged here."""
+    try:
+        work()
+    except Exception:
+        log.warning("background work after a member's upload failed", exc_info=True)
 
 
 class _MemberCheck:
