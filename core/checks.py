@@ -116,6 +116,23 @@ def check_not_empty(env: str, value: str) -> None:
         raise BadSetting(env, value, N_("must not be empty"))
 
 
+def to_database_url(env: str, value: Any) -> str:
+    """The URL with the driver this project installs: ``postgres://`` and ``postgresql://`` (what hosts such as
+    Render print) mean psycopg2 (SQLAlchemy 2.1 would pick psycopg 3, which is not installed). A URL naming
+    another driver is refused (BadSetting); it would fail at the first connection with an import error."""
+    url = to_text(env, value)
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url  # check_database_url words the refusal
+    if scheme.lower() in ("postgres", "postgresql"):
+        return f"postgresql+psycopg2://{rest}"
+    if scheme.lower().startswith("postgresql+") and scheme.lower() != "postgresql+psycopg2":
+        raise BadSetting(env, mask_url(url), N_("names a driver this tool does not install; use postgresql://"))
+    if scheme.lower().startswith("sqlite+") and scheme.lower() != "sqlite+pysqlite":
+        raise BadSetting(env, mask_url(url), N_("names a driver this tool does not install; use sqlite:///"))
+    return url
+
+
 def check_database_url(env: str, url: str) -> None:
     try:
         backend = make_url(url).get_backend_name()

@@ -38,6 +38,7 @@ from .checks import (
     check_timeout,
     check_zone,
     min_length,
+    to_database_url,
     to_float,
     to_int,
     to_text,
@@ -88,7 +89,7 @@ class Settings:
 
     database_url: str = setting(
         "DATABASE_URL", "sqlite:///./local.db", "SQLAlchemy URL (PostgreSQL or SQLite)",
-        check=check_database_url, mask=mask_url, flag="--database-url")
+        check=check_database_url, mask=mask_url, flag="--database-url", parse=to_database_url)
     table: str = setting(
         "LOG_TABLE", "conversation_log", "log table, or schema.table on PostgreSQL",
         check=check_table, flag="--table")

@@ -219,3 +219,22 @@ def test_a_bad_database_url_error_shows_it_masked():
     with pytest.raises(BadSetting) as caught:
         load(environ={"DATABASE_URL": "mysql://u:hidden@h/db?password=alsohidden"})
     assert "hidden" not in caught.value.one_line()
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql", "POSTGRESQL", "postgresql+psycopg2"])
+def test_every_common_postgresql_spelling_connects_with_the_installed_driver(pg_admin_url, scheme):
+    from sqlalchemy.engine import make_url
+
+    from core.db import check_connection
+
+    rest = pg_admin_url.split("://", 1)[1]
+    s = load(environ={"DATABASE_URL": f"{scheme}://{rest}"})
+    assert make_url(s.database_url).drivername == "postgresql+psycopg2"
+    assert check_connection(s).dialect.driver == "psycopg2"  # SQLAlchemy 2.1 alone would import psycopg 3
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg://u@h/db", "postgresql+asyncpg://u@h/db", "sqlite+aiosqlite:///x.db"])
+def test_a_url_naming_a_driver_that_is_not_installed_is_refused_in_one_line(url):
+    with pytest.raises(BadSetting) as caught:
+        load(environ={"DATABASE_URL": url})
+    assert "DATABASE_URL" in caught.value.one_line() and "driver" in caught.value.one_line()
