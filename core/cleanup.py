@@ -27,7 +27,7 @@ from .backup.deflate import codec_for
 from .backup.finish import remove_partial
 from .backup.manifest import backup_names, build_manifest
 from .backup.store import LocalFolderStore
-from .backup.stored import FinishRequest, attach_segments, finish_anywhere, prepare_store
+from .backup.stored import FinishRequest, StoreProbe, attach_segments, finish_anywhere
 from .backup.writer import MemberWriter
 from .batch_setup import batcher_for
 from .batches import Journal
@@ -123,19 +123,25 @@ def plan_run(settings: Settings, request: CleanupRequest, *, refuse: bool = True
         raise BadSetting("trigger", request.trigger, f"must be one of {', '.join(Trigger)}") from None
     cutoff = resolve_cutoff(retention_days=request.retention_days, cutoff=request.cutoff,
                             default_days=settings.retention_days, now=started)
-    with pacing.lock_waits(settings.table, settings):  # every statement of the run waits at most the timeout
-        engine = check_connection(settings, bounded=True)
-        info = describe_table(settings, engine)
-        if request.cutoff is None:  # N days are calendar days in the table's zone, as PostgreSQL counts them
-            cutoff = resolve_cutoff(retention_days=request.retention_days, cutoff=None,
-                                    default_days=settings.retention_days, now=started, zone=info.zone)
-        dependents = table_dependents(engine, info)
-        identity = table_identity(settings, engine)
-    refusal = dependents.refusal(allow_delete_triggers=settings.allow_delete_triggers)
-    if refusal and refuse and not request.dry_run:  # before the lock, the history row or the backup file
-        raise DependentRowsRefused(info.display_name, refusal)
-    store = LocalFolderStore.prepare(settings.backup_dir)
-    prepare_store(settings)  # an unusable BACKUP_STORE fails the run here, before anything is written
+    # The store's probe (and the client's import, ~0.2 s) runs while the database is planned; it is
+    # waited for before anything is written, so an unusable store still fails the run first.
+    probe = StoreProbe.start(settings)
+    try:
+        with pacing.lock_waits(settings.table, settings):  # every statement of the run waits at most the timeout
+            engine = check_connection(settings, bounded=True)
+            info = describe_table(settings, engine)
+            if request.cutoff is None:  # N days are calendar days in the table's zone, as PostgreSQL counts them
+                cutoff = resolve_cutoff(retention_days=request.retention_days, cutoff=None,
+                                        default_days=settings.retention_days, now=started, zone=info.zone)
+            dependents = table_dependents(engine, info)
+            identity = table_identity(settings, engine)
+        refusal = dependents.refusal(allow_delete_triggers=settings.allow_delete_triggers)
+        if refusal and refuse and not request.dry_run:  # before the lock, the history row or the backup file
+            raise DependentRowsRefused(info.display_name, refusal)
+        store = LocalFolderStore.prepare(settings.backup_dir)
+        probe.wait()  # an unusable BACKUP_STORE fails the run here (BadSetting), before anything is written
+    finally:
+        probe.settle()
     run_id = str(uuid.uuid4())
     final, partial, manifest = backup_names(store.root, info.display_name, run_id, started)
     return Run(settings=settings, engine=engine, info=info, run_id=run_id, cutoff=cutoff, trigger=trigger,

@@ -165,6 +165,36 @@ def prepare_store(settings: Any) -> S3Store | None:
     return store
 
 
+class StoreProbe:
+    """:func:`prepare_store` in a background thread, so that it overlaps the database's planning."""
+
+    def __init__(self, future: Any | None) -> None:
+        self._future = future
+
+    @classmethod
+    def start(cls, settings: Any) -> StoreProbe:
+        """Start probing the configured store (nothing without BACKUP_STORE)."""
+        if not getattr(settings, "backup_store", None):
+            return cls(None)
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(1, thread_name_prefix="store-probe")
+        try:
+            return cls(pool.submit(prepare_store, settings))
+        finally:
+            pool.shutdown(wait=False)
+
+    def wait(self) -> None:
+        """Wait for the probe. Raises BadSetting (BACKUP_STORE) naming the store when it is not usable."""
+        if self._future is not None:
+            self._future.result()
+
+    def settle(self) -> None:
+        """Wait for the probe, ignoring its outcome (a plan that failed first: the probe removes its object)."""
+        if self._future is not None:
+            self._future.exception()
+
+
 def attach_segments(settings: Any, writer: Any, final: Path) -> SegmentUploader | None:
     """With a store, make each of the writer's committed members go up as its batch's object first.
 
