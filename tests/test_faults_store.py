@@ -19,6 +19,7 @@ import random
 import shutil
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,9 +55,11 @@ def aws_env(s3: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def template(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Template:
+def template(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Template]:
     admin = request.getfixturevalue("pg_admin_url") if request.param == "postgresql" else None
-    return Template.build(request.param, tmp_path_factory.mktemp(f"store-{request.param}"), admin, rows=ROWS)
+    tmpl = Template.build(request.param, tmp_path_factory.mktemp(f"store-{request.param}"), admin, rows=ROWS)
+    yield tmpl
+    tmpl.destroy()  # the template and every copy made from it: the tests leave no database behind
 
 
 def check_settled(settings: Settings, template: Template, endpoint: str, bucket: str, workdir: Path) -> dict:
