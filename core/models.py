@@ -278,6 +278,7 @@ class PolicyRun:
 
     table: str
     result: RunResult
+    recorded: bool = True  # False: refused or locked, it changed nothing, not even the history
 
     @property
     def status(self) -> RunStatus:

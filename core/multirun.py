@@ -149,9 +149,11 @@ def _did_not_run(run: Run, status: RunStatus, exc: RetentionError, *, record: bo
     (``record``) unless the run already has a row there (a run that died mid-way: the next run recovers it)."""
     (log.warning if status == RunStatus.LOCKED else log.error)("policy %s: %s", run.table, exc.one_line())
     result = run.result(status, error=exc.one_line(), notification=NotifyStatus.SKIPPED, notes=())
+    if not record:
+        return PolicyRun(run.table, result, recorded=False)
     try:
         with map_exceptions():
-            if record and history.get_run(run.engine, run.info.schema, run.run_id) is None:
+            if history.get_run(run.engine, run.info.schema, run.run_id) is None:
                 run.record(result)
     except RetentionError as err:
         log.error("policy %s: could not record its %s run in the history: %s", run.table, status, err.one_line())
@@ -165,7 +167,7 @@ def _report(settings: Settings, runs: Sequence[Run], result: PoliciesResult) -> 
     updated = []
     for policy_run in result.runs:
         r = policy_run.result
-        if r.run_id in by_id:
+        if r.run_id in by_id and policy_run.recorded:  # update_run would create a history table for nothing
             run = by_id[r.run_id]
             try:
                 with map_exceptions():
